@@ -1,0 +1,32 @@
+# Two entry points: `make bench` (the main job) and `make test` (the whole suite).
+# Both create .venv with the project installed if it is missing or stale.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUITE ?= benchmarks/default.toml
+
+.PHONY: bench test lint perf clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(VENV)/bin/testbed bench $(SUITE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check testbed tests benchmarks
+
+# Speed benchmark against a PyTorch loop (installs the optional torch extra).
+perf: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/perf/train_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
