@@ -1,0 +1,129 @@
+"""The task registry: Python factories plus TOML spec folders.
+
+A registry is a dict, a `register_task` that refuses duplicates, and a `make_task`
+that validates what it returns (the gymnax way). TOML specs are found in the
+built-in ``tasks/`` folder (shipped inside the wheel as ``testbed.tasks``), in every
+folder of the ``TESTBED_TASKS`` path list, and in folders added with
+`add_task_dir` (the CLI's ``--tasks-dir``).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from testbed.errors import ConfigError, SpecError, UnknownNameError
+from testbed.spec import load_task, read_spec
+from testbed.task import Task
+
+_FACTORIES: dict[str, Callable[..., Task]] = {}
+_EXTRA_DIRS: list[Path] = []
+_CACHE: dict[tuple, Task] = {}
+
+
+def register_task(name: str | Callable[..., Task] | None = None):
+    """Register a Python task factory ``(**overrides) -> Task`` under a name.
+
+    Use as ``@register_task`` (the function's name) or ``@register_task("name")``.
+    Refuses a name that is already registered (Python or TOML).
+    """
+    def deco(fn: Callable[..., Task], task_name: str | None = None) -> Callable[..., Task]:
+        task_name = task_name or fn.__name__
+        if task_name in _FACTORIES:
+            raise ConfigError(f"task {task_name!r} is already registered")
+        _FACTORIES[task_name] = fn
+        return fn
+
+    if callable(name):
+        return deco(name)
+    return lambda fn: deco(fn, name)
+
+
+def add_task_dir(path: str | Path) -> None:
+    """Also look for TOML task specs in this folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"--tasks-dir: {str(path)!r} is not a folder")
+    if path not in _EXTRA_DIRS:
+        _EXTRA_DIRS.append(path)
+
+
+def task_dirs() -> list[Path]:
+    """Folders searched for specs: built-in, then TESTBED_TASKS, then added folders."""
+    dirs = [Path(str(importlib.resources.files("testbed.tasks")))]
+    for part in os.environ.get("TESTBED_TASKS", "").split(os.pathsep):
+        if part.strip():
+            p = Path(part.strip())
+            if not p.is_dir():
+                raise ConfigError(f"TESTBED_TASKS: {part!r} is not a folder")
+            dirs.append(p)
+    return dirs + [d for d in _EXTRA_DIRS if d not in dirs]
+
+
+def spec_files() -> dict[str, Path]:
+    """Task name -> spec file, over every spec folder. Refuses a name defined twice."""
+    _ensure_python_tasks()
+    found: dict[str, Path] = {}
+    for d in task_dirs():
+        for path in sorted(d.glob("*.toml")):
+            name = read_spec(path).get("name", path.stem)
+            if not isinstance(name, str):
+                raise SpecError("expected str", file=str(path), field="name", text=str(name))
+            if name in found or name in _FACTORIES:
+                other = str(found[name]) if name in found else "a Python task"
+                raise SpecError(f"task name {name!r} is already defined by {other}", file=str(path), field="name")
+            found[name] = path
+    return found
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered task, sorted."""
+    return sorted([*_python_names(), *spec_files()])
+
+
+def make_task(name: str, **overrides) -> Task:
+    """Build a registered task by name.
+
+    The same name and overrides return the same Task object, so compiled programs
+    that close over it are reused.
+
+    Args:
+        name: a name from `list_tasks`.
+        **overrides: TOML tasks: new values for ``[params]``; Python tasks: factory keywords.
+
+    Raises:
+        UnknownNameError: the name is not registered.
+        SpecError / ConfigError: the spec or an override is invalid.
+    """
+    _ensure_python_tasks()
+    if name in _FACTORIES:
+        key = (name, None, tuple(sorted(overrides.items())))
+        if key not in _CACHE:
+            try:
+                task = _FACTORIES[name](**overrides)
+            except TypeError as e:
+                raise ConfigError(f"task {name!r}: bad override ({e})") from None
+            if not isinstance(task, Task):
+                raise ConfigError(f"task factory {name!r} returned {type(task).__name__}, not a Task")
+            _CACHE[key] = task
+        return _CACHE[key]
+    files = spec_files()
+    if name not in files:
+        raise UnknownNameError("task", name, list_tasks())
+    path = files[name]
+    key = (name, str(path), path.stat().st_mtime_ns, tuple(sorted(overrides.items())))
+    if key not in _CACHE:
+        _CACHE[key] = load_task(path, **overrides)
+    return _CACHE[key]
+
+
+def _python_names() -> list[str]:
+    _ensure_python_tasks()
+    return list(_FACTORIES)
+
+
+def _ensure_python_tasks() -> None:
+    # Imported lazily: the library module registers through this module.
+    import testbed.library  # noqa: F401
