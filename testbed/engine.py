@@ -1,0 +1,332 @@
+"""The training engine: every seed and swept hyperparameter in one compiled program.
+
+``train(task, method, model, optimizer, ...)`` builds, once per static
+configuration, a function ``run(key, hparams)`` that initializes a model, then
+``lax.scan``s over training steps (fresh data sampled inside the scan, evaluations
+at fixed steps written into buffers in the carry). It is ``vmap``ped over runs
+(seeds x hyperparameter grid) and the run axis is sharded over every local device.
+The scan is cut into equal chunks so the host can show progress between them; the
+numbers do not depend on the chunking (data keys are ``fold_in(key, step)``).
+
+A run whose loss or parameters become non-finite is frozen at that step and its
+later evaluations are NaN; the other runs carry on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from testbed.errors import ConfigError
+from testbed.history import RunResult, build_history
+from testbed.methods.base import Ctx, Method, make_method
+from testbed.metrics import metric_names, task_metrics
+from testbed.models import MLP, ModelConfig, make_model
+from testbed.optim import Optimizer, make_optimizer
+from testbed.platform import provenance
+from testbed.registry import make_task
+from testbed.task import Batch, Task
+
+MAX_CHUNKS = 20  # progress granularity: the scan is cut into at most this many calls
+
+
+class HParams(NamedTuple):
+    """Per-run continuous hyperparameters (vmapped; each leaf is [runs] or a scalar)."""
+
+    lr: jax.Array
+    weight_decay: jax.Array
+    init_scale: jax.Array
+
+
+class EvalData(NamedTuple):
+    """Fixed evaluation inputs shared by every run (replicated on every device)."""
+
+    batch: Batch  # every split's eval points, concatenated: [N, ...]
+    group: jax.Array  # [N, G] averaging weights: column split*(pieces+1)+piece, last = "all"
+    probe: Batch  # probe inputs for prediction trajectories: [Pn, ...]
+
+
+class Carry(NamedTuple):
+    """The scan carry of one run."""
+
+    params: Any
+    opt_state: Any
+    data_key: jax.Array
+    diverged_at: jax.Array  # int32 step of the first non-finite update, -1 if none
+    metrics: jax.Array  # [E, G, M] evaluation buffer
+    preds: jax.Array  # [E, Pn, ...] probe predictions
+    batch_loss: jax.Array  # [steps] training-batch loss at each update
+
+
+@dataclass(frozen=True)
+class Static:
+    """Everything that decides shapes and code paths: the compile-cache key."""
+
+    task: Task
+    method: Method
+    model: ModelConfig
+    optimizer: Optimizer  # structure only (swept numbers zeroed)
+    steps: int
+    batch_size: int
+    chunk: int
+    n_chunks: int
+    eval_steps: tuple[int, ...]
+    eval_size: int
+    probe_points: int
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled training program for one static configuration and run count."""
+
+    init: Callable
+    chunk: Callable
+    graphdef: Any
+    compile_s: float
+
+
+_PROGRAMS: dict[tuple[Static, int], Program] = {}
+COMPILES = {"count": 0}  # programs built (cache misses), for tests and benchmarks
+
+
+def eval_schedule(steps: int, evals: int, spacing: str = "linear") -> tuple[int, ...]:
+    """Steps (after that many updates) at which to evaluate; always includes 0 and ``steps``."""
+    if spacing not in ("linear", "log"):
+        raise ConfigError(f"eval_spacing: unknown {spacing!r}; accepted: linear, log")
+    if evals < 2:
+        raise ConfigError(f"evals: expected at least 2 evaluation points, got {evals}")
+    if spacing == "linear":
+        pts = np.linspace(0, steps, evals)
+    else:
+        pts = np.concatenate([[0], np.geomspace(1, max(steps, 1), evals - 1)])
+    return tuple(sorted({int(round(p)) for p in pts} | {0, steps}))
+
+
+def _listify(name: str, value, default: float) -> list[float]:
+    vals = [default] if value is None else list(value) if isinstance(value, list | tuple) else [value]
+    if not vals or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                           for v in vals):
+        raise ConfigError(f"--{name.replace('_', '-')}: expected non-negative numbers, got {value!r}")
+    return [float(v) for v in vals]
+
+
+def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
+          optimizer: Optimizer | str | None = None, *, steps: int = 1000, batch_size: int = 256,
+          seeds: int | Sequence[int] = 4, lr: float | Sequence[float] | None = None,
+          weight_decay: float | Sequence[float] | None = None,
+          init_scale: float | Sequence[float] | None = None, evals: int = 50, eval_spacing: str = "linear",
+          eval_size: int = 1024, probe_points: int = 256, quiet: bool = False,
+          on_progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Train many small models at once and record what happened.
+
+    Runs are the product of seeds and the hyperparameter grid (``lr`` x
+    ``weight_decay`` x ``init_scale``; a list sweeps, a number fixes); all of them
+    run in one compiled program. The same seed gets the same initialization and
+    data in every grid cell.
+
+    Args:
+        task: a Task or a registered task name.
+        method: a Method or a registered method name (``mse``, ``ce``, ...).
+        model: a model config or name (default: MLP of width 64, depth 2).
+        optimizer: an Optimizer or name (default: Adam, lr 1e-3).
+        steps: training updates per run.
+        batch_size: fresh training examples per update.
+        seeds: number of seeds (0..n-1) or explicit seed list.
+        lr, weight_decay, init_scale: values or lists to sweep (default: the
+            optimizer's values and 1.0).
+        evals: number of evaluation points (including step 0 and the last step).
+        eval_spacing: ``linear`` or ``log``.
+        eval_size: evaluation examples per split (fixed across runs and evaluations).
+        probe_points: probe inputs (a grid over the domain) whose predictions are recorded.
+        quiet: no progress bar.
+        on_progress: called with (steps done, total) after each chunk.
+
+    Returns:
+        RunResult with the tidy ``history`` and the per-run table ``runs``.
+    """
+    task = make_task(task) if isinstance(task, str) else task
+    method = make_method(method)
+    model = make_model(model) if isinstance(model, str) else (model or MLP())
+    optimizer = make_optimizer(optimizer) if isinstance(optimizer, str) else (optimizer or Optimizer())
+    for name, v, lo in (("steps", steps, 1), ("batch_size", batch_size, 1), ("eval_size", eval_size, 1),
+                        ("probe_points", probe_points, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {v!r}")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list or (isinstance(seeds, int) and seeds < 1):
+        raise ConfigError(f"--seeds: expected a positive count or a non-empty list, got {seeds!r}")
+    grid = list(itertools.product(_listify("lr", lr, optimizer.lr),
+                                  _listify("weight_decay", weight_decay, optimizer.weight_decay),
+                                  _listify("init_scale", init_scale, 1.0)))
+
+    eval_steps = eval_schedule(steps, min(evals, steps + 1), eval_spacing)
+    n_chunks = min(MAX_CHUNKS, steps + 1)
+    chunk = math.ceil((steps + 1) / n_chunks)
+    st = Static(task, method, model, optimizer.structure(), steps, batch_size, chunk, n_chunks,
+                eval_steps, eval_size, probe_points)
+
+    runs = [(h, s) for h in range(len(grid)) for s in seed_list]
+    devices = jax.devices()
+    n_pad = -len(runs) % len(devices)
+    runs_padded = runs + [runs[-1]] * n_pad
+    mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
+    by_run, replicated = NamedSharding(mesh, P("runs")), NamedSharding(mesh, P())
+
+    keys = jax.device_put(jnp.stack([jax.random.key(s) for _, s in runs_padded]), by_run)
+    hp = HParams(*(jax.device_put(jnp.asarray([grid[h][i] for h, _ in runs_padded], jnp.float32), by_run)
+                   for i in range(3)))
+    data = jax.device_put(_eval_data(st), replicated)
+
+    t0 = time.perf_counter()
+    prog = _program(st, len(runs_padded), keys, hp, data, by_run, replicated)
+    carry = prog.init(keys, hp)
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc=f"{task.name}/{method.name} x{len(runs)}", unit="step", leave=False)
+    for c in range(n_chunks):
+        carry = prog.chunk(carry, hp, jnp.int32(c * chunk), data)
+        done = min((c + 1) * chunk, steps)
+        if bar is not None or on_progress is not None:
+            jax.block_until_ready(carry.diverged_at)
+            if bar is not None:
+                bar.update(done - bar.n)
+            if on_progress is not None:
+                on_progress(done, steps)
+    carry = jax.device_get(carry)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t0
+
+    keep = len(runs)
+    config = {
+        "task": task.name, "task_params": dict(task.params), "method": method.name,
+        "method_hparams": dict(method.hparams), "model": model.name, "model_config": vars(model).copy(),
+        "optimizer": vars(optimizer).copy(), "steps": steps, "batch_size": batch_size, "seeds": seed_list,
+        "lr": sorted({g[0] for g in grid}), "weight_decay": sorted({g[1] for g in grid}),
+        "init_scale": sorted({g[2] for g in grid}), "evals": evals, "eval_spacing": eval_spacing,
+        "eval_size": eval_size, "probe_points": probe_points,
+    }
+    return build_history(
+        task=task, config=config, runs=runs, grid=grid, eval_steps=np.asarray(eval_steps),
+        metric_names=("loss", *metric_names(task)),
+        metrics=np.asarray(carry.metrics)[:keep], preds=np.asarray(carry.preds)[:keep],
+        batch_loss=np.asarray(carry.batch_loss)[:keep], diverged_at=np.asarray(carry.diverged_at)[:keep],
+        params=jax.tree.map(lambda a: np.asarray(a)[:keep], carry.params), graphdef=prog.graphdef,
+        probe=jax.tree.map(np.asarray, data.probe),
+        timing={"compile_s": prog.compile_s, "wall_s": wall, "runs": len(runs), "devices": len(devices)},
+        provenance=provenance())
+
+
+def _eval_data(st: Static) -> EvalData:
+    """Sample the fixed evaluation sets (key 0) and the probe grid, eagerly."""
+    task = st.task
+    parts = [task.sample(jax.random.fold_in(jax.random.key(0), i), st.eval_size, s)
+             for i, s in enumerate(task.splits)]
+    batch = Batch(*(jnp.concatenate(xs) for xs in zip(*parts, strict=True)))
+    n_groups = len(task.pieces) + 1
+    split_id = np.repeat(np.arange(len(task.splits)), st.eval_size)
+    piece = np.asarray(batch.piece)
+    onehot = np.zeros((len(piece), len(task.splits) * n_groups), np.float32)
+    rows = np.arange(len(piece))
+    onehot[rows, split_id * n_groups + np.where(piece >= 0, piece, n_groups - 1)] = 1.0
+    onehot[rows, split_id * n_groups + n_groups - 1] = 1.0
+    counts = onehot.sum(0)
+    group = onehot / np.where(counts > 0, counts, np.nan)  # empty groups average to NaN
+    px = task.grid(st.probe_points)
+    probe = Batch(px, task(px), task.piece_of(px))
+    return EvalData(batch, jnp.asarray(group), probe)
+
+
+def _program(st: Static, n_runs: int, keys, hp, data, by_run, replicated) -> Program:
+    """Build and compile (or fetch from cache) the init and chunk programs."""
+    cache_key = (st, n_runs)
+    if cache_key in _PROGRAMS:
+        return _PROGRAMS[cache_key]
+    task, method = st.task, st.method
+    in_dim, out_dim = task.in_dim + method.extra_inputs, method.head_dim(task)
+    graphdef = nnx.graphdef(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0)))
+    m_names = ("loss", *metric_names(task))
+    eval_index = np.full(st.chunk * st.n_chunks, -1, np.int32)
+    eval_index[list(st.eval_steps)] = np.arange(len(st.eval_steps))
+    eval_index = jnp.asarray(eval_index)
+
+    def apply(params, x, **kwargs):
+        return nnx.merge(graphdef, params)(x, **kwargs)
+
+    def make_tx(h: HParams) -> optax.GradientTransformation:
+        return st.optimizer.build(h.lr, h.weight_decay, st.steps, extra=method.tx)
+
+    def init_run(key, h: HParams) -> Carry:
+        k_init, k_data = jax.random.split(key)
+        params = nnx.state(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(k_init)))
+        params = jax.tree.map(lambda p: p * h.init_scale, params)
+        n_eval, n_groups = len(st.eval_steps), data.group.shape[1]
+        pred_shape = jax.eval_shape(lambda: method.predict(task, jnp.zeros((data.probe.x.shape[0], out_dim))))
+        return Carry(params, make_tx(h).init(params), k_data, jnp.int32(-1),
+                     jnp.full((n_eval, n_groups, len(m_names)), jnp.nan, jnp.float32),
+                     jnp.zeros((n_eval,) + pred_shape.shape, jnp.float32),
+                     jnp.full((st.steps,), jnp.nan, jnp.float32))
+
+    def evaluate(c: Carry, t, d: EvalData) -> Carry:
+        ctx = Ctx(t, st.steps)
+        out = method.outputs(task, apply, c.params, d.batch, ctx)
+        per_ex = {"loss": method.loss(task, out, d.batch),
+                  **task_metrics(task, method.predict(task, out), d.batch.y)}
+        vals = jnp.stack([per_ex[m] for m in m_names], axis=-1)  # [N, M]
+        finite = jnp.isfinite(vals)
+        means = d.group.T @ jnp.where(finite, vals, 0.0)  # [G, M]; NaN columns: empty groups
+        bad = d.group.T @ (~finite).astype(jnp.float32)  # any non-finite value spoils its group
+        means = jnp.where((bad == 0) & (c.diverged_at < 0), means, jnp.nan)
+        pred = method.predict(task, method.outputs(task, apply, c.params, d.probe, ctx))
+        i = eval_index[t]
+        return c._replace(metrics=c.metrics.at[i].set(means), preds=c.preds.at[i].set(pred))
+
+    def chunk_run(c: Carry, h: HParams, start, d: EvalData) -> Carry:
+        tx = make_tx(h)
+
+        def step(c: Carry, t) -> tuple[Carry, None]:
+            c = jax.lax.cond(eval_index[t] >= 0, evaluate, lambda c, t, d: c, c, t, d)
+            active = (t < st.steps) & (c.diverged_at < 0)
+            batch = task.sample(jax.random.fold_in(c.data_key, t), st.batch_size, "train")
+            loss, grads = jax.value_and_grad(method.train_loss, argnums=2)(
+                task, apply, c.params, batch, Ctx(t, st.steps))
+            updates, opt_state = tx.update(grads, c.opt_state, c.params)
+            params = optax.apply_updates(c.params, updates)
+            finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
+                [jnp.isfinite(p).all() for p in jax.tree.leaves(params)]))
+            take = active & finite
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(take, a, b), new, old)  # noqa: E731
+            idx = jnp.minimum(t, st.steps - 1)
+            return Carry(keep(params, c.params), keep(opt_state, c.opt_state), c.data_key,
+                         jnp.where(active & ~finite, t, c.diverged_at).astype(jnp.int32),
+                         c.metrics, c.preds,
+                         c.batch_loss.at[idx].set(jnp.where(active, loss, c.batch_loss[idx]))), None
+
+        c, _ = jax.lax.scan(step, c, start + jnp.arange(st.chunk, dtype=jnp.int32))
+        return c
+
+    t0 = time.perf_counter()
+    init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run), out_shardings=by_run)
+    init_c = init.lower(keys, hp).compile()
+    carry_shape = jax.eval_shape(init, keys, hp)
+    chunk = jax.jit(jax.vmap(chunk_run, in_axes=(0, 0, None, None)),
+                    in_shardings=(by_run, by_run, replicated, replicated), out_shardings=by_run,
+                    donate_argnums=0)
+    chunk_c = chunk.lower(carry_shape, hp, jnp.int32(0), data).compile()
+    COMPILES["count"] += 1
+    prog = Program(init_c, chunk_c, graphdef, time.perf_counter() - t0)
+    _PROGRAMS[cache_key] = prog
+    return prog

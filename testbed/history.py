@@ -1,0 +1,128 @@
+"""What a training call returns: a tidy history table plus arrays for deeper looks.
+
+``RunResult.history`` has one row per (run, step, split, piece, metric) with
+columns ``run, seed, step, split, piece, metric, value`` and the config columns
+``task, method, model, optimizer, lr, weight_decay, init_scale``; ``piece`` is
+``"all"`` for whole-split rows. Analysis reads this table, never the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flax import nnx
+
+from testbed.stats import summarize
+from testbed.task import Task
+
+HISTORY_COLUMNS = ["task", "method", "model", "optimizer", "lr", "weight_decay", "init_scale",
+                   "run", "seed", "step", "split", "piece", "metric", "value"]
+
+
+@dataclass
+class RunResult:
+    """The outcome of `testbed.train`.
+
+    Attributes:
+        config: everything that defines the call (JSON-able).
+        history: tidy evaluation table (see module docstring).
+        runs: one row per run: run, seed, lr, weight_decay, init_scale, diverged_step.
+        eval_steps: [E] steps at which evaluations were taken.
+        probe: (x [Pn, in_dim], y, piece) probe inputs with their targets.
+        predictions: [R, E, Pn, ...] predictions at the probe inputs over training.
+        batch_loss: [R, steps] the training-batch loss at every update.
+        params: per-run parameters, a pytree of [R, ...] arrays.
+        graphdef: the NNX graph definition; with ``params`` it rebuilds a model.
+        timing: compile and wall seconds, runs, devices.
+        provenance: platform, devices, package versions, git commit.
+    """
+
+    config: dict
+    history: pd.DataFrame
+    runs: pd.DataFrame
+    eval_steps: np.ndarray
+    probe: Any
+    predictions: np.ndarray
+    batch_loss: np.ndarray
+    params: Any
+    graphdef: Any
+    timing: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def model(self, run: int = 0) -> nnx.Module:
+        """The trained NNX module of one run."""
+        return nnx.merge(self.graphdef, _index(self.params, run))
+
+    def final(self) -> pd.DataFrame:
+        """History rows at the last evaluation step."""
+        h = self.history
+        return h[h["step"] == h["step"].max()].reset_index(drop=True)
+
+    def summary(self, metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
+        """Final whole-split values, mean and 95% bootstrap CI over seeds, per grid cell.
+
+        Columns: lr, weight_decay, init_scale, split, metric, mean, ci_low, ci_high, n.
+        """
+        f = self.final()
+        f = f[f["piece"] == "all"]
+        if metrics is not None:
+            f = f[f["metric"].isin(metrics)]
+        return summarize(f, ["lr", "weight_decay", "init_scale", "split", "metric"])
+
+
+def _index(tree, i: int):
+    import jax
+
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def build_history(*, task: Task, config: dict, runs: list[tuple[int, int]], grid: list[tuple[float, ...]],
+                  eval_steps: np.ndarray, metric_names: tuple[str, ...], metrics: np.ndarray,
+                  preds: np.ndarray, batch_loss: np.ndarray, diverged_at: np.ndarray, params: Any,
+                  graphdef: Any, probe: Any, timing: dict, provenance: dict) -> RunResult:
+    """Turn the engine's stacked buffers into a RunResult.
+
+    Args:
+        runs: (grid index, seed) per run.
+        metrics: [R, E, G, M] with G = splits x (pieces + 1), the last of each split "all".
+    """
+    n_runs, n_eval, n_groups, n_metrics = metrics.shape
+    piece_names = [*task.pieces, "all"]
+    split_idx = np.arange(n_groups) // len(piece_names)
+    piece_idx = np.arange(n_groups) % len(piece_names)
+    present = ~np.isnan(metrics).all(axis=(0, 1, 3))  # drop (split, piece) groups with no points
+    present |= piece_idx == len(piece_names) - 1  # but keep every split's "all" rows
+    g_keep = np.flatnonzero(present)
+    r, e, g, m = np.meshgrid(np.arange(n_runs), np.arange(n_eval), g_keep, np.arange(n_metrics), indexing="ij")
+    r, e, g, m = r.ravel(), e.ravel(), g.ravel(), m.ravel()
+    h_of_run = np.array([h for h, _ in runs])
+    seed_of_run = np.array([s for _, s in runs])
+    grid_arr = np.asarray(grid, dtype=np.float64)
+    opt = config["optimizer"]["name"]
+    history = pd.DataFrame({
+        "task": pd.Categorical([task.name] * len(r)),
+        "method": pd.Categorical([config["method"]] * len(r)),
+        "model": pd.Categorical([config["model"]] * len(r)),
+        "optimizer": pd.Categorical([opt] * len(r)),
+        "lr": grid_arr[h_of_run[r], 0],
+        "weight_decay": grid_arr[h_of_run[r], 1],
+        "init_scale": grid_arr[h_of_run[r], 2],
+        "run": r,
+        "seed": seed_of_run[r],
+        "step": eval_steps[e],
+        "split": pd.Categorical.from_codes(split_idx[g], list(task.splits)),
+        "piece": pd.Categorical.from_codes(piece_idx[g], piece_names),
+        "metric": pd.Categorical.from_codes(m, list(metric_names)),
+        "value": metrics[r, e, g, m].astype(np.float64),
+    }, columns=HISTORY_COLUMNS)
+    runs_df = pd.DataFrame({
+        "run": np.arange(n_runs), "seed": seed_of_run,
+        "lr": grid_arr[h_of_run, 0], "weight_decay": grid_arr[h_of_run, 1], "init_scale": grid_arr[h_of_run, 2],
+        "diverged_step": np.where(diverged_at >= 0, diverged_at, -1),
+    })
+    return RunResult(config=config, history=history, runs=runs_df, eval_steps=eval_steps, probe=probe,
+                     predictions=preds, batch_loss=batch_loss, params=params, graphdef=graphdef,
+                     timing=timing, provenance=provenance)

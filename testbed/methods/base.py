@@ -1,0 +1,128 @@
+"""The Method record and its registry.
+
+A method, like an optax transformation, is built by a factory that closes over its
+hyperparameters and returns a small record of pure functions. The engine only ever
+calls these functions, so a new method is one file plus a `register_method` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from testbed.errors import ConfigError, UnknownNameError
+from testbed.task import Batch, Task
+
+
+class Ctx(NamedTuple):
+    """What a method may know about where training is (dynamic scalars)."""
+
+    step: jax.Array  # current update index (int32)
+    steps: int  # total updates in the run (static)
+
+
+# apply(params, x, **model_kwargs) -> outputs [n, head_dim]
+Apply = Callable[..., jax.Array]
+
+
+class Method(NamedTuple):
+    """A training method: a record of pure functions.
+
+    Attributes:
+        name: registry name.
+        head_dim: task -> number of model outputs.
+        loss: (task, outputs [n, head], batch) -> per-example loss [n].
+        predict: (task, outputs [n, head]) -> predictions in target space
+            (scalar: [n]; vector: [n, k]; distribution and class: logits [n, K]).
+        extra_inputs: extra input features the method appends to x (e.g. epoch index).
+        forward: optional (task, apply, params, batch, ctx) -> outputs; default
+            ``apply(params, batch.x)``. Lets a method add inputs or gradient masks.
+        objective: optional (task, apply, params, batch, ctx) -> scalar to minimize;
+            default mean of ``loss`` over the batch.
+        tx: optional optax transformation applied to gradients before the optimizer.
+        hparams: the hyperparameters, for records.
+    """
+
+    name: str
+    head_dim: Callable[[Task], int]
+    loss: Callable[[Task, jax.Array, Batch], jax.Array]
+    predict: Callable[[Task, jax.Array], jax.Array]
+    extra_inputs: int = 0
+    forward: Callable[..., jax.Array] | None = None
+    objective: Callable[..., jax.Array] | None = None
+    tx: optax.GradientTransformation | None = None
+    hparams: tuple[tuple[str, Any], ...] = ()
+
+    def outputs(self, task: Task, apply: Apply, params, batch: Batch, ctx: Ctx) -> jax.Array:
+        """Model outputs on a batch (through the method's forward, if any)."""
+        if self.forward is not None:
+            return self.forward(task, apply, params, batch, ctx)
+        return apply(params, batch.x)
+
+    def train_loss(self, task: Task, apply: Apply, params, batch: Batch, ctx: Ctx) -> jax.Array:
+        """The scalar the optimizer minimizes."""
+        if self.objective is not None:
+            return self.objective(task, apply, params, batch, ctx)
+        return jnp.mean(self.loss(task, self.outputs(task, apply, params, batch, ctx), batch))
+
+
+_FACTORIES: dict[str, Callable[..., Method]] = {}
+_CACHE: dict[tuple, Method] = {}
+
+
+def register_method(name: str):
+    """Register a method factory ``(**hparams) -> Method``; refuses duplicates."""
+    def deco(factory: Callable[..., Method]) -> Callable[..., Method]:
+        if name in _FACTORIES:
+            raise ConfigError(f"method {name!r} is already registered")
+        _FACTORIES[name] = factory
+        return factory
+    return deco
+
+
+def list_methods() -> list[str]:
+    """Names of the registered methods."""
+    _ensure_builtin()
+    return sorted(_FACTORIES)
+
+
+def make_method(name: str | Method, **hparams) -> Method:
+    """Build a method by name. The same name and hyperparameters give the same object,
+    so compiled programs are reused.
+
+    Raises:
+        UnknownNameError: unknown name. ConfigError: bad hyperparameters.
+    """
+    if isinstance(name, Method):
+        if hparams:
+            raise ConfigError("hyperparameters given with an already built Method")
+        return name
+    _ensure_builtin()
+    if name not in _FACTORIES:
+        raise UnknownNameError("method", name, list(_FACTORIES))
+    key = (name, _freeze(hparams))
+    if key not in _CACHE:
+        try:
+            method = _FACTORIES[name](**hparams)
+        except TypeError as e:
+            raise ConfigError(f"method {name!r}: bad hyperparameters {sorted(hparams)} ({e})") from None
+        if not isinstance(method, Method):
+            raise ConfigError(f"method factory {name!r} returned {type(method).__name__}, not a Method")
+        _CACHE[key] = method
+    return _CACHE[key]
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list | tuple):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _ensure_builtin() -> None:
+    import testbed.methods  # noqa: F401  (registers the built-in methods)

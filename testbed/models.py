@@ -1,0 +1,192 @@
+"""Small Flax NNX models, described by frozen configs and built per seed inside the engine.
+
+A model config is static and hashable (it decides shapes and code paths); the
+engine calls ``config.build(in_dim, out_dim, rngs=...)`` inside the traced
+function, ``nnx.split``s the module once, and trains the parameter pytree.
+
+Every module's ``__call__(x, *, masks=None, ablate=None)`` takes optional
+per-hidden-layer arrays: ``masks[i]`` ([n, width] in [0, 1]) routes gradients
+(forward unchanged, ``m * h + (1 - m) * stop_gradient(h)``; Cloud et al. 2024) and
+``ablate[i]`` ([width]) multiplies the hidden units (1 keeps, 0 ablates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from testbed.errors import ConfigError, UnknownNameError
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+}
+
+
+def route(h: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Gradient routing: same values as ``h``, gradient only where ``mask`` is 1.
+
+    Cloud et al. 2024, "Gradient Routing" (arXiv 2410.04332): ``m*h + (1-m)*sg(h)``.
+    """
+    if mask is None:
+        return h
+    return mask * h + (1.0 - mask) * jax.lax.stop_gradient(h)
+
+
+def _hidden(h: jax.Array, i: int, masks, ablate) -> jax.Array:
+    if masks is not None:
+        h = route(h, masks[i])
+    if ablate is not None and ablate[i] is not None:
+        h = h * ablate[i]
+    return h
+
+
+class MLPModule(nnx.Module):
+    """Multi-layer perceptron: ``depth`` hidden layers of ``width`` units, linear head."""
+
+    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, activation: str, *, rngs: nnx.Rngs):
+        dims = [in_dim] + [width] * depth
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)])
+        self.head = nnx.Linear(dims[-1], out_dim, rngs=rngs)
+        self.activation = activation
+
+    def __call__(self, x: jax.Array, *, masks: Sequence | None = None, ablate: Sequence | None = None,
+                 return_hidden: bool = False):
+        act = ACTIVATIONS[self.activation]
+        hidden = []
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = _hidden(act(layer(h)), i, masks, ablate)
+            hidden.append(h)
+        out = self.head(h)
+        return (out, hidden) if return_hidden else out
+
+
+class LowRankModule(nnx.Module):
+    """Rank-r factorized linear map ``x @ U @ V``: a logits matrix of rank at most r.
+
+    With one-hot row inputs this is exactly a learned ``[rows, classes]`` matrix of
+    limited rank (the distributional-targets experiments).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, rank: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(stddev=1.0)
+        self.u = nnx.Param(init(rngs.params(), (in_dim, rank)) / jnp.sqrt(rank))
+        self.v = nnx.Param(init(rngs.params(), (rank, out_dim)) / jnp.sqrt(rank))
+
+    def __call__(self, x: jax.Array, *, masks: Sequence | None = None, ablate: Sequence | None = None,
+                 return_hidden: bool = False):
+        h = _hidden(x @ self.u[...], 0, masks, ablate)
+        out = h @ self.v[...]
+        return (out, [h]) if return_hidden else out
+
+
+class DeepLinearModule(nnx.Module):
+    """Deep linear network: ``depth`` weight matrices, no biases, no nonlinearity.
+
+    Saxe, McClelland and Ganguli 2014 (arXiv 1312.6120): from small init each
+    singular mode of the target is learned along its own sigmoid.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, *, rngs: nnx.Rngs):
+        dims = [in_dim] + [width] * (depth - 1) + [out_dim]
+        init = nnx.initializers.normal(stddev=1.0)
+        self.weights = nnx.List([nnx.Param(init(rngs.params(), (a, b)) / jnp.sqrt(a))
+                                 for a, b in zip(dims[:-1], dims[1:], strict=True)])
+
+    def __call__(self, x: jax.Array, *, masks: Sequence | None = None, ablate: Sequence | None = None,
+                 return_hidden: bool = False):
+        hidden = []
+        h = x
+        for i, w in enumerate(self.weights):
+            h = h @ w[...]
+            if i < len(self.weights) - 1:
+                h = _hidden(h, i, masks, ablate)
+                hidden.append(h)
+        return (h, hidden) if return_hidden else h
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLP:
+    """An MLP config."""
+
+    width: int = 64  # hidden units per layer
+    depth: int = 2  # number of hidden layers
+    activation: str = "relu"  # relu | tanh | gelu
+
+    def __post_init__(self):
+        _positive(self, "width", "depth")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation: unknown {self.activation!r}; accepted: {', '.join(ACTIVATIONS)}")
+
+    name = "mlp"
+
+    def build(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        return MLPModule(in_dim, out_dim, self.width, self.depth, self.activation, rngs=rngs)
+
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return (self.width,) * self.depth
+
+
+@dataclass(frozen=True, kw_only=True)
+class LowRank:
+    """A rank-r factorized linear model config."""
+
+    rank: int = 2  # inner dimension r (the rank limit of the learned matrix)
+
+    def __post_init__(self):
+        _positive(self, "rank")
+
+    name = "lowrank"
+
+    def build(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        return LowRankModule(in_dim, out_dim, self.rank, rngs=rngs)
+
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return (self.rank,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepLinear:
+    """A deep linear network config."""
+
+    width: int = 32  # hidden width
+    depth: int = 2  # number of weight matrices (2 = one hidden layer)
+
+    def __post_init__(self):
+        _positive(self, "width", "depth")
+
+    name = "deep_linear"
+
+    def build(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        return DeepLinearModule(in_dim, out_dim, self.width, self.depth, rngs=rngs)
+
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return (self.width,) * (self.depth - 1)
+
+
+MODELS = {"mlp": MLP, "lowrank": LowRank, "deep_linear": DeepLinear}
+ModelConfig = MLP | LowRank | DeepLinear
+
+
+def make_model(name: str = "mlp", **kwargs) -> ModelConfig:
+    """A model config by name (``mlp``, ``lowrank``, ``deep_linear``) and keyword fields."""
+    if name not in MODELS:
+        raise UnknownNameError("model", name, list(MODELS))
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError:
+        fields = ", ".join(MODELS[name].__dataclass_fields__)
+        raise ConfigError(f"model {name!r}: bad fields {sorted(kwargs)}; accepted: {fields}") from None
+
+
+def _positive(cfg, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"model.{n}: expected a positive integer, got {v!r}")

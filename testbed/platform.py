@@ -1,0 +1,85 @@
+"""Devices and provenance: one host device per core, and what every result records.
+
+JAX runs a CPU program on one device, which leaves the other cores of this
+2-core machine mostly idle for small models. Exposing one host device per core
+and sharding the seed axis over them keeps every core busy. The count must be
+set before JAX initializes its backends, so `configure_host_devices` runs when
+``testbed`` is imported; set ``TESTBED_HOST_DEVICES`` to override (1 disables).
+On a GPU machine the setting only affects the (unused) CPU platform.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+_CONFIGURED: dict[str, object] = {}
+
+
+def configure_host_devices() -> int | None:
+    """Ask JAX for one CPU device per core (or ``TESTBED_HOST_DEVICES``).
+
+    Returns the count set, or None when it was too late (JAX already running) or
+    the user already chose through ``XLA_FLAGS``.
+    """
+    if "count" in _CONFIGURED:
+        return _CONFIGURED["count"]  # type: ignore[return-value]
+    import jax
+
+    count = None
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        want = os.environ.get("TESTBED_HOST_DEVICES", "").strip()
+        n = int(want) if want.isdigit() and int(want) > 0 else (os.cpu_count() or 1)
+        try:
+            jax.config.update("jax_num_cpu_devices", n)
+            count = n
+        except RuntimeError:  # backends already initialized by the caller
+            count = None
+    _CONFIGURED["count"] = count
+    return count
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that decide the numbers."""
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("testbed", "jax", "jaxlib", "flax", "optax", "numpy", "pandas"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout testbed runs from, if it is one (else None)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def provenance() -> dict[str, object]:
+    """Platform, devices, versions and commit: what every result records."""
+    import jax
+
+    devs = jax.devices()
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in devs],
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
