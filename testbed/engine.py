@@ -40,6 +40,7 @@ from testbed.registry import make_task
 from testbed.task import Batch, Task
 
 MAX_CHUNKS = 20  # progress granularity: the scan is cut into at most this many calls
+OOD_PROBES = 128  # probe points sampled from each OOD split, after the grid
 
 
 class HParams(NamedTuple):
@@ -226,6 +227,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         batch_loss=np.asarray(carry.batch_loss)[:keep], diverged_at=np.asarray(carry.diverged_at)[:keep],
         params=jax.tree.map(lambda a: np.asarray(a)[:keep], carry.params), graphdef=prog.graphdef,
         probe=jax.tree.map(np.asarray, data.probe),
+        probe_split=probe_splits(task, np.asarray(data.probe.x)),
+        probe_grid=int(task.grid(st.probe_points).shape[0]),
         timing={"compile_s": prog.compile_s, "wall_s": wall, "runs": len(runs), "devices": len(devices)},
         provenance=provenance())
 
@@ -245,9 +248,20 @@ def _eval_data(st: Static) -> EvalData:
     onehot[rows, split_id * n_groups + n_groups - 1] = 1.0
     counts = onehot.sum(0)
     group = onehot / np.where(counts > 0, counts, np.nan)  # empty groups average to NaN
-    px = task.grid(st.probe_points)
+    # Probes: a grid over the domain (ordered, for trajectory heatmaps), then a fixed
+    # sample of each OOD split (dense OOD coverage for attribution).
+    ood = [task.sample_raw(jax.random.fold_in(jax.random.key(1), i), OOD_PROBES, s)
+           for i, s in enumerate(task.ood_splits)]
+    px = jnp.concatenate([task.grid(st.probe_points), *(task.domain.encode(r) for r in ood)])
     probe = Batch(px, task(px), task.piece_of(px))
     return EvalData(batch, jnp.asarray(group), probe)
+
+
+def probe_splits(task: Task, probe_x: np.ndarray) -> np.ndarray:
+    """Index of the first split (in ``task.splits`` order) holding each probe input, -1 for none."""
+    raw = task.domain.decode(jnp.asarray(probe_x))
+    masks = np.stack([np.asarray(s.where(raw)) for s in task.split_specs])
+    return np.where(masks.any(0), masks.argmax(0), -1)
 
 
 def _program(st: Static, n_runs: int, keys, hp, data, by_run, replicated) -> Program:

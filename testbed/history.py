@@ -31,7 +31,11 @@ class RunResult:
         history: tidy evaluation table (see module docstring).
         runs: one row per run: run, seed, lr, weight_decay, init_scale, diverged_step.
         eval_steps: [E] steps at which evaluations were taken.
-        probe: (x [Pn, in_dim], y, piece) probe inputs with their targets.
+        probe: Batch(x [Pn, in_dim], y, piece): probe inputs with their targets; the
+            first ``probe_grid`` are a grid over the domain, the rest samples of
+            each OOD split.
+        probe_split: [Pn] index into ``task.splits`` of the split holding each probe (-1: none).
+        probe_grid: number of grid probes at the start of ``probe``.
         predictions: [R, E, Pn, ...] predictions at the probe inputs over training.
         batch_loss: [R, steps] the training-batch loss at every update.
         params: per-run parameters, a pytree of [R, ...] arrays.
@@ -45,6 +49,8 @@ class RunResult:
     runs: pd.DataFrame
     eval_steps: np.ndarray
     probe: Any
+    probe_split: np.ndarray
+    probe_grid: int
     predictions: np.ndarray
     batch_loss: np.ndarray
     params: Any
@@ -82,7 +88,8 @@ def _index(tree, i: int):
 def build_history(*, task: Task, config: dict, runs: list[tuple[int, int]], grid: list[tuple[float, ...]],
                   eval_steps: np.ndarray, metric_names: tuple[str, ...], metrics: np.ndarray,
                   preds: np.ndarray, batch_loss: np.ndarray, diverged_at: np.ndarray, params: Any,
-                  graphdef: Any, probe: Any, timing: dict, provenance: dict) -> RunResult:
+                  graphdef: Any, probe: Any, probe_split: np.ndarray, probe_grid: int, timing: dict,
+                  provenance: dict) -> RunResult:
     """Turn the engine's stacked buffers into a RunResult.
 
     Args:
@@ -124,5 +131,6 @@ def build_history(*, task: Task, config: dict, runs: list[tuple[int, int]], grid
         "diverged_step": np.where(diverged_at >= 0, diverged_at, -1),
     })
     return RunResult(config=config, history=history, runs=runs_df, eval_steps=eval_steps, probe=probe,
+                     probe_split=probe_split, probe_grid=probe_grid,
                      predictions=preds, batch_loss=batch_loss, params=params, graphdef=graphdef,
                      timing=timing, provenance=provenance)

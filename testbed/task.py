@@ -21,6 +21,7 @@ are static.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ class Domain:
         ints = jnp.round(raw).astype(jnp.int32)
         if self.encoding == "binary":
             shifts = jnp.arange(self.bits - 1, -1, -1, dtype=jnp.int32)
-            bits = (ints[..., :, None] >> shifts) & 1
+            bits = (ints[..., :, None] >> shifts[None, None, :]) & 1
             return bits.reshape(*ints.shape[:-1], -1).astype(jnp.float32)
         blocks = [jax.nn.one_hot(ints[..., i] - int(lo), int(h - lo), dtype=jnp.float32)
                   for i, (lo, h) in enumerate(zip(self.low, self.high, strict=True))]
@@ -255,19 +256,33 @@ class Task:
         Returns:
             Batch(x: [n, in_dim], y: [n] or [n, k], piece: [n]).
         """
-        raw = self.sample_raw(key, n, split)
-        piece = self.piece_of_raw(raw)
-        return Batch(self.domain.encode(raw), self.target_of_raw(raw, piece), piece)
+        self.split(split)  # a clear error for unknown names, before tracing
+        return self._jitted[0](key, n, split)
 
     def sample_raw(self, key: jax.Array, n: int, split: str = "train") -> jax.Array:
         """Raw points [n, dim] drawn uniformly from a split."""
+        self.split(split)
+        return self._jitted[1](key, n, split)
+
+    @functools.cached_property
+    def _jitted(self):
+        # One compiled program per (n, split) instead of dozens of eager op
+        # dispatches; inside an outer jit these calls are simply inlined.
+        return (jax.jit(self._sample, static_argnums=(1, 2)), jax.jit(self._sample_raw, static_argnums=(1, 2)))
+
+    def _sample(self, key: jax.Array, n: int, split: str) -> Batch:
+        raw = self._sample_raw(key, n, split)
+        piece = self.piece_of_raw(raw)
+        return Batch(self.domain.encode(raw), self.target_of_raw(raw, piece), piece)
+
+    def _sample_raw(self, key: jax.Array, n: int, split: str) -> jax.Array:
         s = self.split(split)
         if s.points is not None:
             idx = jax.random.randint(key, (n,), 0, s.points.shape[0])
             return jnp.asarray(s.points, jnp.float32)[idx]
         m = candidates_needed(n, s.rate)
         low, high = jnp.asarray(s.low, jnp.float32), jnp.asarray(s.high, jnp.float32)
-        cand = jax.random.uniform(key, (m, self.dim), jnp.float32, low, high)
+        cand = jax.random.uniform(key, (m, self.dim), jnp.float32, low[None, :], high[None, :])
         ok = s.where(cand)
         count = ok.sum()
         (idx,) = jnp.nonzero(ok, size=n, fill_value=0)
@@ -409,7 +424,7 @@ def build_task(*, name: str, description: str, domain: Domain, pieces: list[Piec
                       f"with low < high in each of {domain.dim} dims", fld, f"{list(s_low)}..{list(s_high)}")
 
         def in_box(raw, lo=s_low, hi=s_high):
-            return jnp.all((raw >= jnp.asarray(lo)) & (raw <= jnp.asarray(hi)), axis=-1)
+            return jnp.all((raw >= jnp.asarray(lo)[None, :]) & (raw <= jnp.asarray(hi)[None, :]), axis=-1)
 
         u = rng.random((check_points, domain.dim))
         pts = jnp.asarray(np.asarray(s_low) + u * (np.asarray(s_high) - np.asarray(s_low)), jnp.float32)

@@ -50,6 +50,7 @@ def bin_edges(lo: float, hi: float, bins: int) -> jax.Array:
 def hl_gauss(y: jax.Array, edges: jax.Array, sigma: float) -> jax.Array:
     """HL-Gauss target probabilities: [...] -> [..., bins]; mass outside the range is
     renormalized onto the bins."""
+    edges = edges.reshape((1,) * y.ndim + edges.shape)
     cdf = 0.5 * (1.0 + erf((edges - y[..., None]) / (np.sqrt(2.0) * sigma)))
     mass = cdf[..., 1:] - cdf[..., :-1]
     return mass / jnp.maximum(cdf[..., -1:] - cdf[..., :1], 1e-12)
@@ -63,7 +64,7 @@ def two_hot(y: jax.Array, edges: jax.Array) -> jax.Array:
     pos = (yc - centres[0]) / (centres[1] - centres[0])
     lo = jnp.clip(jnp.floor(pos), 0, centres.shape[0] - 2)
     w_hi = pos - lo
-    idx = jnp.arange(centres.shape[0])
+    idx = jnp.arange(centres.shape[0]).reshape((1,) * y.ndim + centres.shape)
     return (jnp.where(idx == lo[..., None], 1.0 - w_hi[..., None], 0.0)
             + jnp.where(idx == lo[..., None] + 1, w_hi[..., None], 0.0))
 

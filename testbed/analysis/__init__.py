@@ -1,0 +1,1 @@
+"""Analysis of histories: OOD metrics and attribution, plateaus, localization."""

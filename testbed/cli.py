@@ -1,0 +1,137 @@
+"""The ``testbed`` command line: thin commands that parse, call the library, print.
+
+Bad input (unknown names, bad values, invalid specs) prints one clear line on
+stderr and exits with status 2, like a usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Testbed: hand-crafted piecewise tasks, small models, fast experiments.")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def main_options(tasks_dir: Annotated[list[Path] | None, typer.Option(
+        "--tasks-dir", help="Extra folder of TOML task specs (repeatable; also TESTBED_TASKS).")] = None):
+    """Global options."""
+    from testbed import add_task_dir
+
+    for d in tasks_dir or []:
+        try:
+            add_task_dir(d)
+        except Exception as e:  # noqa: BLE001  (reported, exit 2)
+            _fail(str(e))
+
+
+@app.command("tasks")
+def tasks_cmd():
+    """List the tasks: name, dims, target kind, pieces, splits, description."""
+    import testbed
+    from testbed.report.tables import markdown_table
+
+    rows = []
+    for name in testbed.list_tasks():
+        t = testbed.make_task(name)
+        dims = f"{t.dim}" if t.domain.kind == "box" else f"{t.dim} int ({t.domain.encoding})"
+        rows.append({"task": name, "dims": dims, "target": t.target if t.target == "scalar" else f"{t.target}[{t.out_dim}]",
+                     "pieces": len(t.pieces), "splits": ", ".join(t.splits), "description": t.description})
+    import pandas as pd
+
+    typer.echo(markdown_table(pd.DataFrame(rows)))
+
+
+@app.command("show")
+def show_cmd(name: Annotated[str, typer.Argument(help="Task name (see `testbed tasks`).")],
+             output: Annotated[Path | None, typer.Option("-o", "--output", help="PNG or SVG path.")] = None):
+    """Plot a task: its function by piece, with the train and OOD regions marked."""
+    import testbed
+    from testbed.report.taskplot import save_task_plot
+
+    task = testbed.make_task(name)
+    path = output or Path(f"{name}.png")
+    if path.suffix.lower() not in (".png", ".svg"):
+        _fail(f"--output: {str(path)!r} must end in .png or .svg")
+    typer.echo(str(save_task_plot(task, path)))
+
+
+@app.command("train")
+def train_cmd(
+    task: Annotated[str, typer.Option(help="Task name (see `testbed tasks`).")],
+    method: Annotated[str, typer.Option(help="Method name: mse, ce, ...")] = "mse",
+    model: Annotated[str, typer.Option(help="Model: mlp, lowrank, deep_linear.")] = "mlp",
+    width: Annotated[int | None, typer.Option(help="Hidden width (mlp, deep_linear).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Hidden layers (mlp) or matrices (deep_linear).")] = None,
+    rank: Annotated[int | None, typer.Option(help="Rank (lowrank).")] = None,
+    activation: Annotated[str | None, typer.Option(help="relu, tanh, gelu (mlp).")] = None,
+    optimizer: Annotated[str, typer.Option(help="adam, adamw, sgd.")] = "adam",
+    lr: Annotated[list[float] | None, typer.Option(help="Learning rate; repeat to sweep.")] = None,
+    weight_decay: Annotated[list[float] | None, typer.Option(help="Weight decay; repeat to sweep.")] = None,
+    init_scale: Annotated[list[float] | None, typer.Option(help="Init scale; repeat to sweep.")] = None,
+    schedule: Annotated[str, typer.Option(help="constant, cosine, warmup, warmup_cosine.")] = "constant",
+    warmup_steps: Annotated[int, typer.Option(help="Warmup steps for warmup schedules.")] = 0,
+    clip: Annotated[float | None, typer.Option(help="Gradient clipping (global norm).")] = None,
+    seeds: Annotated[int, typer.Option(help="Number of seeds.")] = 8,
+    steps: Annotated[int, typer.Option(help="Training updates.")] = 5000,
+    batch_size: Annotated[int, typer.Option(help="Examples per update.")] = 256,
+    evals: Annotated[int, typer.Option(help="Evaluation points.")] = 50,
+    eval_spacing: Annotated[str, typer.Option(help="linear or log.")] = "linear",
+    out: Annotated[Path, typer.Option(help="Folder for results.")] = Path("results/train"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
+    """Train one task under one method over many seeds; print the final losses per split."""
+    import testbed
+    from testbed.report.tables import markdown_table
+    from testbed.runio import save_run
+
+    model_kwargs = {k: v for k, v in dict(width=width, depth=depth, rank=rank, activation=activation).items()
+                    if v is not None}
+    mdl = testbed.make_model(model, **model_kwargs)
+    opt = testbed.make_optimizer(optimizer, schedule=schedule, warmup_steps=warmup_steps, clip=clip)
+    result = testbed.train(task, method, mdl, opt, steps=steps, batch_size=batch_size, seeds=seeds,
+                           lr=lr or None, weight_decay=weight_decay or None, init_scale=init_scale or None,
+                           evals=evals, eval_spacing=eval_spacing, quiet=quiet)
+    summary = result.summary()
+    typer.echo(markdown_table(summary, floatfmt=".4g"))
+    diverged = int((result.runs["diverged_step"] >= 0).sum())
+    if diverged:
+        typer.echo(f"{diverged} of {len(result.runs)} runs diverged (see runs.parquet)")
+    path = save_run(result, out)
+    typer.echo(f"compile {result.timing['compile_s']:.1f}s, train {result.timing['wall_s']:.1f}s; wrote {path}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    from testbed.errors import TestbedError
+
+    try:
+        app(standalone_mode=False)
+    except TestbedError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Tables, plots and the HTML report. Plots read tables, never runs."""

@@ -1,0 +1,122 @@
+"""The engine: determinism, seed-vmapping equivalence, compile reuse, divergence, learning."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import testbed
+from testbed import engine
+
+TINY = dict(model=testbed.MLP(width=16, depth=1), steps=40, batch_size=32, evals=3, eval_size=64,
+            probe_points=16, quiet=True)
+
+
+def final_train_loss(result):
+    f = result.final()
+    return f[(f.split == "train") & (f.piece == "all") & (f.metric == "loss")].set_index("run")["value"]
+
+
+def test_history_schema_and_runs_table():
+    r = testbed.train("step", "mse", seeds=2, lr=[1e-3, 1e-2], **TINY)
+    h = r.history
+    for col in ["seed", "step", "split", "piece", "metric", "value", "task", "method", "model", "optimizer",
+                "lr", "weight_decay", "init_scale"]:
+        assert col in h.columns
+    assert set(h["split"]) == {"train", "boundary", "extrapolate"}
+    assert set(h["piece"]) == {"low", "high", "all"}
+    assert set(h["metric"]) == {"loss", "mse"}
+    assert sorted(h["step"].unique()) == [0, 20, 40]
+    assert len(r.runs) == 4 and sorted(r.runs["lr"].unique()) == [1e-3, 1e-2]
+    # one row per (run, step, split, piece, metric)
+    assert not h.duplicated(["run", "step", "split", "piece", "metric"]).any()
+    assert r.predictions.shape[:2] == (4, 3)
+    assert r.batch_loss.shape == (4, 40)
+    assert r.probe_split.shape == (r.probe.x.shape[0],)
+    s = r.summary()
+    assert {"mean", "ci_low", "ci_high"} <= set(s.columns) and (s["ci_low"] <= s["ci_high"]).all()
+
+
+def test_same_seed_same_numbers():
+    a = testbed.train("sine_line", "mse", seeds=2, **TINY)
+    b = testbed.train("sine_line", "mse", seeds=2, **TINY)
+    pd.testing.assert_frame_equal(a.history, b.history)
+    np.testing.assert_array_equal(a.batch_loss, b.batch_loss)
+
+
+def test_vmapped_seeds_equal_single_seed_runs():
+    many = testbed.train("sine_line", "mse", seeds=[0, 1, 2], **TINY)
+    one = testbed.train("sine_line", "mse", seeds=[2], **TINY)
+    np.testing.assert_allclose(many.batch_loss[2], one.batch_loss[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(many.predictions[2], one.predictions[0], rtol=1e-4, atol=1e-6)
+
+
+def test_numbers_do_not_depend_on_chunking(monkeypatch):
+    a = testbed.train("two_slopes", "mse", seeds=2, **TINY)
+    monkeypatch.setattr(engine, "MAX_CHUNKS", 3)
+    b = testbed.train("two_slopes", "mse", seeds=2, **TINY)
+    np.testing.assert_allclose(a.batch_loss, b.batch_loss, rtol=1e-6)
+    np.testing.assert_allclose(a.history["value"], b.history["value"], rtol=1e-5, equal_nan=True)
+
+
+class CompileCounter(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record):
+        if "Compiling" in record.getMessage() and "train" not in record.getMessage():
+            self.count += 1
+
+
+def test_no_recompilation_for_new_seeds_or_hyperparameter_values():
+    import jax
+
+    testbed.train("proxy_correlated", "mse", seeds=[0, 1], lr=[1e-3], **TINY)
+    before = engine.COMPILES["count"]
+    handler = CompileCounter()
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            testbed.train("proxy_correlated", "mse", seeds=[5, 6], lr=[3e-2], init_scale=[0.5], **TINY)
+    finally:
+        logger.removeHandler(handler)
+    assert engine.COMPILES["count"] == before
+    assert handler.count == 0, "the second call compiled something"
+
+
+def test_divergence_of_one_run_leaves_the_others_intact():
+    opt = testbed.Optimizer(name="sgd", momentum=0.0)
+    both = testbed.train("two_slopes", "mse", optimizer=opt, seeds=2, lr=[1e-2, 1e5], **TINY)
+    good = testbed.train("two_slopes", "mse", optimizer=opt, seeds=2, lr=[1e-2], **TINY)
+    runs = both.runs
+    assert (runs.loc[runs.lr == 1e5, "diverged_step"] >= 0).all()
+    assert (runs.loc[runs.lr == 1e-2, "diverged_step"] == -1).all()
+    np.testing.assert_allclose(both.batch_loss[:2], good.batch_loss, rtol=1e-5)
+    final = final_train_loss(both)
+    assert np.isfinite(final.loc[[0, 1]]).all() and np.isnan(final.loc[[2, 3]]).all()
+
+
+@pytest.mark.parametrize("method", testbed.list_methods())
+@pytest.mark.parametrize("task", testbed.list_tasks())
+def test_every_method_lowers_the_loss_on_every_task(task, method):
+    r = testbed.train(task, method, seeds=1, lr=[1e-2], **{**TINY, "steps": 60})
+    h = r.history
+    tr = h[(h.split == "train") & (h.piece == "all") & (h.metric == "loss")].sort_values("step")["value"].to_numpy()
+    assert np.isfinite(tr).all()
+    assert tr[-1] < tr[0], f"{task}/{method}: loss went {tr[0]:.4g} -> {tr[-1]:.4g}"
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(testbed.ConfigError, match="--steps: expected an integer >= 1"):
+        testbed.train("step", steps=0)
+    with pytest.raises(testbed.ConfigError, match="--lr: expected non-negative numbers"):
+        testbed.train("step", lr=[-1.0])
+    with pytest.raises(testbed.UnknownNameError, match="unknown task 'nope'"):
+        testbed.train("nope")
+    with pytest.raises(testbed.UnknownNameError, match="unknown model 'cnn'"):
+        testbed.make_model("cnn")
+    with pytest.raises(testbed.ConfigError, match="model.width"):
+        testbed.MLP(width=0)
