@@ -98,6 +98,7 @@ def make_task(name: str, **overrides) -> Task:
         SpecError / ConfigError: the spec or an override is invalid.
     """
     _ensure_python_tasks()
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}  # hashable
     if name in _FACTORIES:
         key = (name, None, tuple(sorted(overrides.items())))
         if key not in _CACHE:
@@ -127,3 +128,4 @@ def _python_names() -> list[str]:
 def _ensure_python_tasks() -> None:
     # Imported lazily: the library module registers through this module.
     import testbed.library  # noqa: F401
+    import testbed.library_linear  # noqa: F401
