@@ -110,6 +110,56 @@ def train_cmd(
     typer.echo(f"compile {result.timing['compile_s']:.1f}s, train {result.timing['wall_s']:.1f}s; wrote {path}")
 
 
+@app.command("bench")
+def bench_cmd(
+    suite: Annotated[Path, typer.Argument(help="Suite file (TOML), e.g. benchmarks/default.toml.")],
+    results: Annotated[Path, typer.Option(help="Results folder; the suite writes results/<name>/.")] = Path("results"),
+    force: Annotated[bool, typer.Option(help="Recompute finished cells too.")] = False,
+    report: Annotated[bool, typer.Option(help="Write tables, figures and report.html at the end.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
+    """Run a suite (skipping finished cells), then print the comparison and write the report."""
+    from testbed.suite import load_suite, run_suite
+
+    s = load_suite(suite)
+    run = run_suite(s, results, force=force, quiet=quiet)
+    typer.echo(f"{s.name}: ran {len(run.ran)} cells, skipped {len(run.skipped)} finished; results in {run.root}")
+    if report:
+        from testbed.report.build import build_report
+
+        markdown, path = build_report(run.root, s)
+        typer.echo(markdown)
+        typer.echo(f"report: {path}")
+
+
+@app.command("compare")
+def compare_cmd(root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")]):
+    """Print method comparison tables for a suite; write CSV and LaTeX beside them."""
+    from testbed.report.compare import comparison, render_markdown, write_tables
+    from testbed.suite import load_tables
+
+    _need_dir(root)
+    compared = comparison(load_tables(root))
+    paths = write_tables(compared, root / "tables")
+    typer.echo(render_markdown(compared))
+    typer.echo(f"tables: {paths[0].parent}")
+
+
+@app.command("report")
+def report_cmd(root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")]):
+    """Write one self-contained report.html (tables and figures) for a suite."""
+    from testbed.report.build import build_report
+
+    _need_dir(root)
+    _, path = build_report(root)
+    typer.echo(str(path))
+
+
+def _need_dir(root: Path) -> None:
+    if not (root / "manifest.json").is_file():
+        _fail(f"{str(root)!r} is not a suite results folder (no manifest.json); run `testbed bench SUITE.toml` first")
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     from testbed.errors import TestbedError
@@ -124,10 +174,9 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        # Usage errors from typer's bundled click: print its message, exit 2.
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(e.exit_code)
         raise

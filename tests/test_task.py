@@ -59,7 +59,8 @@ def test_samples_lie_in_their_split_and_ood_is_disjoint_from_train(task, key):
 
 def test_ground_truth_matches_samples(task, key):
     b = task.sample(key, N, task.ood_splits[0])
-    np.testing.assert_array_equal(task(b.x), b.y)
+    # eager and compiled code may differ in the last bits of sin/sqrt
+    np.testing.assert_allclose(np.asarray(task(b.x), np.float64), np.asarray(b.y, np.float64), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(task.piece_of(b.x), b.piece)
     np.testing.assert_allclose(task.domain.encode(task.domain.decode(b.x)), b.x)
 

@@ -1,0 +1,34 @@
+"""Everything a finished suite produces for people: tables, figures and report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testbed.report.compare import comparison, render_markdown, write_tables
+from testbed.report.html import figures_for_suite, write_report
+from testbed.report.plots import save
+from testbed.store import SuiteStore
+from testbed.suite import Suite, load_tables
+
+
+def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool = True) -> tuple[str, Path]:
+    """Write ``tables/`` (CSV, LaTeX), ``figures/`` (PNG, SVG) and ``report.html`` for a suite folder.
+
+    Returns (the markdown comparison for the terminal, the report's path).
+    """
+    root = Path(root)
+    tables = load_tables(root, suite)
+    compared = comparison(tables)
+    write_tables(compared, root / "tables")
+    markdown = render_markdown(compared)
+    manifest = SuiteStore(root).read_manifest() or {}
+    figs = figures_for_suite(tables) if figures else []
+    fig_dir = root / "figures"
+    saved = []
+    for i, (caption, fig) in enumerate(figs):
+        paths = save(fig, fig_dir / f"{i:02d}")
+        saved.append((caption, paths[0]))
+    sections = [(name, df) for name, df in compared.items() if not name.endswith("_long")]
+    path = write_report(root, tables, title=f"Suite {manifest.get('suite', root.name)}", manifest=manifest,
+                        table_sections=sections, figures=saved)
+    return markdown, path

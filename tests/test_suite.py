@@ -1,0 +1,153 @@
+"""Suites: parsing and its errors, cell keys, resume after a kill, attribution."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import testbed
+from testbed.analysis.ood import attribution
+from testbed.suite import SuiteError, load_suite, load_tables, run_suite
+
+TINY_SUITE = """
+name = "tiny"
+seeds = 2
+
+[train]
+steps = 30
+batch_size = 32
+evals = 3
+eval_size = 64
+probe_points = 16
+
+[grid]
+tasks = ["sine_line", "two_slopes"]
+methods = ["mse"]
+models = [{ name = "mlp", width = 8, depth = 1 }]
+"""
+
+
+def write(tmp_path, text, name="suite.toml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_cells_and_labels(tmp_path):
+    s = load_suite(write(tmp_path, TINY_SUITE + '\n[overrides.two_slopes]\nmethods = ["mse", {name = "ce", bins = 16}]\n'))
+    assert [(c.task, c.method.label) for c in s.cells] == [("sine_line", "mse"), ("two_slopes", "mse"),
+                                                          ("two_slopes", "ce")]
+    assert s.cells[0].seeds == (0, 1)
+
+
+@pytest.mark.parametrize("change,field,message", [
+    ('tasks = ["sine_line", "nope"]', "grid.tasks", "unknown task 'nope'"),
+    ('methods = ["mse", "sgd_magic"]', "grid.methods[1].name", "unknown method 'sgd_magic'"),
+    ('methods = []', "grid.methods", "expected a non-empty list"),
+    ('tasks = []', "grid.tasks", "expected a non-empty list"),
+    ('colour = "red"', "grid.colour", "unknown field"),
+    ('models = [{ name = "mlp", width = -3 }]', "model of task", "model.width"),
+    ('lr = [-1.0]', "grid.lr", "non-negative"),
+])
+def test_suite_errors_name_file_and_field(tmp_path, change, field, message):
+    key = change.split(" = ")[0]
+    text = "\n".join(line for line in TINY_SUITE.splitlines() if not line.startswith(key + " ="))
+    text = text.replace("[grid]", "[grid]\n" + change)
+    with pytest.raises(SuiteError) as e:
+        load_suite(write(tmp_path, text))
+    assert "suite.toml" in str(e.value) and field in str(e.value) and message in str(e.value)
+
+
+def test_bad_toml_and_bad_train_field(tmp_path):
+    with pytest.raises(SuiteError, match="not valid TOML"):
+        load_suite(write(tmp_path, "name = \n"))
+    with pytest.raises(SuiteError, match="train.steps.*positive integer.*0"):
+        load_suite(write(tmp_path, TINY_SUITE.replace("steps = 30", "steps = 0")))
+    with pytest.raises(SuiteError, match="overrides.step.*not in grid.tasks"):
+        load_suite(write(tmp_path, TINY_SUITE + "\n[overrides.step]\nsteps = 5\n"))
+
+
+def test_cell_keys_ignore_key_order_paths_and_labels(tmp_path):
+    a = load_suite(write(tmp_path, TINY_SUITE))
+    reordered = TINY_SUITE.replace('models = [{ name = "mlp", width = 8, depth = 1 }]',
+                                   'models = [{ depth = 1, name = "mlp", width = 8 }]')
+    reordered = reordered.replace("steps = 30\nbatch_size = 32", "batch_size = 32\nsteps = 30")
+    (tmp_path / "elsewhere").mkdir()
+    b = load_suite(write(tmp_path / "elsewhere", reordered, "other_name.toml"))
+    c = load_suite(write(tmp_path, TINY_SUITE.replace('methods = ["mse"]', 'methods = [{name = "mse", label = "plain"}]'),
+                         "labelled.toml"))
+    assert [x.key for x in a.cells] == [x.key for x in b.cells] == [x.key for x in c.cells]
+    d = load_suite(write(tmp_path, TINY_SUITE.replace("steps = 30", "steps = 31"), "d.toml"))
+    assert not set(x.key for x in d.cells) & set(x.key for x in a.cells)
+
+
+def test_run_skips_finished_cells_and_tables_follow_the_schema(tmp_path):
+    s = load_suite(write(tmp_path, TINY_SUITE))
+    first = run_suite(s, tmp_path / "results", quiet=True)
+    assert len(first.ran) == 2 and not first.skipped
+    again = run_suite(s, tmp_path / "results", quiet=True)
+    assert not again.ran and len(again.skipped) == 2
+    tables = load_tables(tmp_path / "results" / "tiny", s)
+    h = tables["history"]
+    assert list(h.columns[:7]) == ["cell", "task", "method", "model", "optimizer", "target", "primary"]
+    assert set(h["task"]) == {"sine_line", "two_slopes"} and set(h["primary"]) == {"mse"}
+    assert not h.duplicated(["cell", "run", "step", "split", "piece", "metric"]).any()
+    att = tables["attribution"]
+    sums = att.groupby(["cell", "run", "split"], observed=True)["fraction"].sum()
+    np.testing.assert_allclose(sums, 1.0)
+    p = tables["probes"]
+    assert {"grid", "ood"} == set(p["kind"]) and set(p["seed"]) == {0}
+    agg = pd.read_parquet(tmp_path / "results" / "tiny" / "results.parquet")
+    assert len(agg) == len(h)
+
+
+def test_kill_mid_suite_then_resume_equals_uninterrupted_run(tmp_path):
+    suite = write(tmp_path, TINY_SUITE)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "testbed.cli", "bench", str(suite), "--no-report", "-q"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--results", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if list((killed / "tiny").glob("*/DONE")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the suite finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(list((killed / "tiny").glob("*/DONE"))) == 1
+    subprocess.run(cmd + ["--results", str(killed)], env=env, check=True, capture_output=True)
+    whole = tmp_path / "whole"
+    subprocess.run(cmd + ["--results", str(whole)], env=env, check=True, capture_output=True)
+    a = pd.read_parquet(killed / "tiny" / "results.parquet")
+    b = pd.read_parquet(whole / "tiny" / "results.parquet")
+    assert not a.duplicated().any()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_attribution_on_a_constructed_case():
+    """Predictions equal to the named candidate on the OOD probes are attributed to it."""
+    task = testbed.make_task("sine_line")
+    r = testbed.train(task, "mse", model=testbed.MLP(width=8, depth=1), steps=5, seeds=2, evals=2,
+                      eval_size=32, probe_points=32, quiet=True)
+    x = jnp.asarray(r.probe.x)
+    preds = r.predictions.copy()
+    preds[0, -1] = np.asarray(task.candidate("line_everywhere", x))  # run 0 follows the line
+    preds[1, -1] = np.asarray(task(x))  # run 1 follows the target
+    r.predictions = preds
+    att = attribution(task, r).set_index(["run", "candidate"])["fraction"]
+    # On the extrapolation split, x < -1 has target sine but line x; x > 1 has both equal to x.
+    assert att[(0, "line_everywhere")] == pytest.approx(0.5, abs=0.1)
+    assert att[(1, "target")] == pytest.approx(1.0)
+    assert att[(0, "target")] == pytest.approx(0.5, abs=0.1)  # ties go to the target
+    assert set(att.index.get_level_values("candidate")) == {"target", "sine_everywhere", "line_everywhere",
+                                                            "piece:sine", "piece:line", "linear_fit"}
