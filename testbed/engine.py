@@ -14,6 +14,7 @@ later evaluations are NaN; the other runs carry on.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -37,7 +38,7 @@ from testbed.models import MLP, ModelConfig, make_model
 from testbed.optim import Optimizer, make_optimizer
 from testbed.platform import provenance
 from testbed.registry import make_task
-from testbed.task import Batch, Task
+from testbed.task import Batch, Task, raw_grid
 
 MAX_CHUNKS = 20  # progress granularity: the scan is cut into at most this many calls
 OOD_PROBES = 128  # probe points sampled from each OOD split, after the grid
@@ -228,17 +229,15 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         params=jax.tree.map(lambda a: np.asarray(a)[:keep], carry.params), graphdef=prog.graphdef,
         probe=jax.tree.map(np.asarray, data.probe),
         probe_split=probe_splits(task, np.asarray(data.probe.x)),
-        probe_grid=int(task.grid(st.probe_points).shape[0]),
+        probe_grid=int(raw_grid(task.domain, st.probe_points).shape[0]),
         timing={"compile_s": prog.compile_s, "wall_s": wall, "runs": len(runs), "devices": len(devices)},
         provenance=provenance())
 
 
 def _eval_data(st: Static) -> EvalData:
-    """Sample the fixed evaluation sets (key 0) and the probe grid, eagerly."""
+    """The fixed evaluation sets (key 0), their grouping weights and the probes."""
     task = st.task
-    parts = [task.sample(jax.random.fold_in(jax.random.key(0), i), st.eval_size, s)
-             for i, s in enumerate(task.splits)]
-    batch = Batch(*(jnp.concatenate(xs) for xs in zip(*parts, strict=True)))
+    batch, probe = _sample_eval(task, st.eval_size, st.probe_points)
     n_groups = len(task.pieces) + 1
     split_id = np.repeat(np.arange(len(task.splits)), st.eval_size)
     piece = np.asarray(batch.piece)
@@ -248,13 +247,21 @@ def _eval_data(st: Static) -> EvalData:
     onehot[rows, split_id * n_groups + n_groups - 1] = 1.0
     counts = onehot.sum(0)
     group = onehot / np.where(counts > 0, counts, np.nan)  # empty groups average to NaN
+    return EvalData(batch, jnp.asarray(group), probe)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample_eval(task: Task, eval_size: int, probe_points: int) -> tuple[Batch, Batch]:
+    # One program for every split's eval set and the probes (not one per split).
+    parts = [task.sample(jax.random.fold_in(jax.random.key(0), i), eval_size, s)
+             for i, s in enumerate(task.splits)]
+    batch = Batch(*(jnp.concatenate(xs) for xs in zip(*parts, strict=True)))
     # Probes: a grid over the domain (ordered, for trajectory heatmaps), then a fixed
     # sample of each OOD split (dense OOD coverage for attribution).
     ood = [task.sample_raw(jax.random.fold_in(jax.random.key(1), i), OOD_PROBES, s)
            for i, s in enumerate(task.ood_splits)]
-    px = jnp.concatenate([task.grid(st.probe_points), *(task.domain.encode(r) for r in ood)])
-    probe = Batch(px, task(px), task.piece_of(px))
-    return EvalData(batch, jnp.asarray(group), probe)
+    px = jnp.concatenate([task.grid(probe_points), *(task.domain.encode(r) for r in ood)])
+    return batch, Batch(px, task(px), task.piece_of(px))
 
 
 def probe_splits(task: Task, probe_x: np.ndarray) -> np.ndarray:

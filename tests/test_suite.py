@@ -1,7 +1,6 @@
 """Suites: parsing and its errors, cell keys, resume after a kill, attribution."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
