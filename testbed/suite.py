@@ -173,6 +173,7 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
         params = o.get("params", {})
         if not isinstance(params, dict):
             raise err(f"overrides.{t}.params", "expected a table of task parameters", params)
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}  # hashable
         methods = _components(o.get("methods", grid.get("methods")), f"{where}.methods", list_methods(), err)
         models = _components(o.get("models", grid.get("models", [{"name": "mlp"}])), f"{where}.models",
                              list(MODELS), err)
