@@ -272,7 +272,7 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
     ood_run, train_run = _per_run(sel[sel["ood"]]), _per_run(sel[~sel["ood"]])
     tasks = sorted(set(final["task"]))
     metrics = sel.drop_duplicates("task").set_index("task")["metric"].to_dict()
-    label_order = list(labels["label"])
+    label_order = list(dict.fromkeys(labels["label"]))  # a label may cover several combos
 
     out: dict[str, pd.DataFrame] = {}
     ood_long = _long(ood_run, level, rank=True)
