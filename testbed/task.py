@@ -415,6 +415,8 @@ def build_task(*, name: str, description: str, domain: Domain, pieces: list[Piec
                                     points=domain.all_points()[m]))
             in_split[sname] = m
             continue
+        if s_low is None and s_high is None:
+            s_low, s_high = _bounding_box(domain, np.asarray(where(check_j)).astype(bool), check)
         s_low = tuple(domain.low if s_low is None else s_low)
         s_high = tuple(domain.high if s_high is None else s_high)
         if len(s_low) != domain.dim or len(s_high) != domain.dim or any(
@@ -451,3 +453,22 @@ def build_task(*, name: str, description: str, domain: Domain, pieces: list[Piec
     return Task(name=name, description=description, domain=domain, piece_specs=tuple(pieces),
                 split_specs=tuple(split_objs), target=target, out_dim=int(out_dim),
                 candidate_fns=tuple((candidates or {}).items()), params=dict(params or {}), source=source)
+
+
+def _bounding_box(domain: Domain, inside: np.ndarray, points: np.ndarray):
+    """A sampling box for a split: the bounding box of the check points inside it, widened
+    by two grid spacings and clipped to the domain.
+
+    Rejection sampling from a tighter box needs fewer candidates per batch (the
+    ``train`` split of a task with an extrapolation shell is often half its domain).
+    Widening by two grid spacings keeps every part of the split that the check grid
+    can see; a split whose extent the grid cannot resolve should give its box.
+    """
+    if not inside.any():
+        return None, None
+    low, high = np.asarray(domain.low), np.asarray(domain.high)
+    per_dim = max(2, int(round(4096 ** (1 / domain.dim)))) if domain.dim <= 2 else 20
+    margin = 2 * (high - low) / (per_dim - 1)
+    box_low = np.maximum(points[inside].min(0) - margin, low)
+    box_high = np.minimum(points[inside].max(0) + margin, high)
+    return tuple(float(v) for v in box_low), tuple(float(v) for v in box_high)

@@ -485,3 +485,31 @@ def _first_crossing(t: np.ndarray, z: np.ndarray, target: float) -> float:
     z0, z1 = z[k - 1], z[k]
     frac = (z0 - target) / (z0 - z1) if z0 != z1 else 1.0
     return float(t[k - 1] + frac * (t[k] - t[k - 1]))
+
+
+def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",), **detector_kwargs) -> pd.DataFrame:
+    """Plateau count and total plateau time of every run's per-update training loss.
+
+    Args:
+        batch_loss: long table with ``by`` columns, run, seed, step, value (a suite's
+            ``batch_loss`` table, see docs/suite_tables.md).
+        by: columns that identify a cell; kept in the output.
+        **detector_kwargs: passed to `plateaus`.
+
+    Returns:
+        One row per run, runs without plateaus included: the ``by`` columns, run,
+        seed, ``plateaus`` (count, final unended plateau included), ``ended``
+        (plateaus left through a drop), ``plateau_time`` (steps on plateaus) and
+        ``plateau_frac`` (that time over the run's length).
+    """
+    rows = []
+    keys = [*by, "run", "seed"]
+    for key, curve in batch_loss.groupby(keys, observed=True, sort=True):
+        curve = curve.sort_values("step")
+        steps = curve["step"].to_numpy()
+        ps = plateaus(steps, curve["value"].to_numpy(), **detector_kwargs)
+        span = max(float(steps[-1] - steps[0]), 1.0)
+        time = float(sum(p.duration for p in ps))
+        rows.append({**dict(zip(keys, key, strict=True)), "plateaus": len(ps), "ended": sum(p.ended for p in ps),
+                     "plateau_time": time, "plateau_frac": time / span})
+    return pd.DataFrame(rows, columns=[*keys, "plateaus", "ended", "plateau_time", "plateau_frac"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testbed.analysis.plateaus import run_plateaus
 from testbed.report.compare import comparison, render_markdown, write_tables
 from testbed.report.html import figures_for_suite, write_report
 from testbed.report.plots import save
@@ -18,6 +19,8 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     """
     root = Path(root)
     tables = load_tables(root, suite)
+    cell_cols = ["cell", "task", "method", "model", "optimizer", "lr", "weight_decay", "init_scale"]
+    tables["plateaus"] = run_plateaus(tables["batch_loss"], by=cell_cols)
     compared = comparison(tables)
     write_tables(compared, root / "tables")
     markdown = render_markdown(compared)

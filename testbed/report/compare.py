@@ -317,6 +317,26 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
 
     out["labels"] = _sort(labels, {"label": order})
 
+    plat = tables.get("plateaus")
+    if plat is not None and not plat.empty:
+        p = _with_label(plat, labels)
+        longs = []
+        for col in ("plateaus", "plateau_frac"):
+            lg = _summary(p.sort_values(["seed", "run"], kind="stable"), ["label", "task"], col, level)
+            longs.append(lg.assign(quantity=col))
+        plong = _sort(pd.concat(longs, ignore_index=True), {"label": order, "task": tasks})
+        out["plateaus"], _ = _wide(plong[plong["quantity"] == "plateaus"].assign(metric="plateaus"),
+                                   order, tasks, digits, rank=False)
+        out["plateaus_long"] = plong
+        # Every suite's headline table carries the plateau count and plateau time.
+        means = plong.groupby(["label", "quantity"])["mean"].mean().unstack()
+        out["ood"]["plateaus"] = out["ood"]["label"].map(means["plateaus"]).round(2)
+        out["ood"]["plateau time"] = out["ood"]["label"].map(means["plateau_frac"]).map(
+            lambda v: f"{v:.0%}" if pd.notna(v) else "-")
+    else:
+        out["plateaus"] = pd.DataFrame(columns=["label"])
+        out["plateaus_long"] = pd.DataFrame(columns=["label", "task", "quantity", *_STATS])
+
     what = f"`{metric}`" if metric else "primary metric"
     per_task = ", ".join(f"{t}: {m}" for t, m in metrics.items())
     ci = f"mean [{level:.0%} bootstrap CI] over runs"
@@ -337,6 +357,10 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
         "attribution_long": ("Attribution fractions", f"Fractions: {ci}."),
         "divergence": ("Diverged runs", "diverged / runs per label and task."),
         "labels": ("Labels", "What each row label stands for."),
+        "plateaus": ("Loss plateaus per run (per-update training loss)",
+                     f"Cells: plateau count, {ci}. The OOD table's 'plateaus' and 'plateau time' columns "
+                     "average the count and the fraction of training spent on plateaus over tasks."),
+        "plateaus_long": ("Loss plateaus (numeric)", "quantity: plateaus (count) or plateau_frac."),
     }
     for name, (title, note) in titles.items():
         out[name].attrs.update(title=title, note=note)

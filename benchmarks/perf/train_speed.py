@@ -1,0 +1,159 @@
+"""Training throughput: testbed.train versus a plain PyTorch loop, and versus the matmul peak.
+
+Measures, side by side in one run:
+  * the machine's fp32 matmul peak (best of JAX and NumPy on large square matmuls);
+  * testbed.train: a 64-seed sweep of MLP 1-64-64-1, batch 256, Adam, fresh data
+    every step (task sine_line), in model-steps per second, with compile time apart;
+  * the same training as a plain PyTorch loop, one model at a time (optional: needs
+    the ``bench`` extra, ``pip install -e '.[bench]'``).
+Prints the ratio to PyTorch, achieved GFLOP/s and the fraction of peak.
+
+Run: ``make perf`` or ``python benchmarks/perf/train_speed.py [--steps N] [--seeds S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+
+WIDTH, BATCH = 64, 256
+# Multiply-adds of one forward pass per example: 1x64 + 64x64 + 64x1 weights.
+MACS = 1 * WIDTH + WIDTH * WIDTH + WIDTH * 1
+FLOPS_PER_MODEL_STEP = 3 * 2 * MACS * BATCH  # forward + backward (2x forward) per update
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> dict[str, float]:
+    """Best sustained fp32 matmul GFLOP/s, through JAX (all local devices) and NumPy."""
+    import jax
+    import jax.numpy as jnp
+
+    out = {}
+    devs = jax.devices()
+    a = jax.device_put(jnp.ones((len(devs), n, n), jnp.float32),
+                       jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devs), ("d",)),
+                                                  jax.sharding.PartitionSpec("d")))
+    f = jax.jit(lambda x: jnp.einsum("dij,djk->dik", x, x))
+    f(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        f(a).block_until_ready()
+    out["jax"] = 2 * n**3 * len(devs) * reps / (time.perf_counter() - t0) / 1e9
+    b = np.ones((n, n), np.float32)
+    b @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        b @ b
+    out["numpy"] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+    out["peak"] = max(out.values())
+    return out
+
+
+def bench_testbed(seeds: int, steps: int) -> dict[str, float]:
+    """Model-steps per second of one testbed.train call (compile excluded)."""
+    import testbed
+
+    model = testbed.MLP(width=WIDTH, depth=2)
+    kw = dict(model=model, steps=steps, batch_size=BATCH, seeds=seeds, evals=2, eval_size=256,
+              probe_points=16, quiet=True)
+    first = testbed.train("sine_line", "mse", **kw)  # compiles
+    again = testbed.train("sine_line", "mse", **kw)  # cached program: pure run time
+    run_s = again.timing["wall_s"]
+    return {"compile_s": first.timing["compile_s"], "run_s": run_s,
+            "model_steps_per_s": seeds * steps / run_s, "devices": again.timing["devices"]}
+
+
+def bench_torch(steps: int, threads: int | None = None) -> dict[str, float] | None:
+    """Model-steps per second of a plain PyTorch loop training one model at a time."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
+
+    def target(x):
+        return torch.where(x < 0, torch.sin(2 * math.pi * x), x)
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, WIDTH), torch.nn.ReLU(), torch.nn.Linear(WIDTH, WIDTH),
+                                torch.nn.ReLU(), torch.nn.Linear(WIDTH, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        x = torch.rand(BATCH, 1) * 2 - 1  # fresh data each step, as testbed does
+        loss = ((model(x) - target(x)) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(50):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - t0
+    return {"model_steps_per_s": steps / dt, "threads": torch.get_num_threads(), "version": torch.__version__}
+
+
+def bench_torch_clean(steps: int) -> dict[str, float] | None:
+    """The PyTorch baseline in fresh processes (JAX's thread pools out of the way), at 1
+    thread and at the default thread count; the faster is reported."""
+    import subprocess
+    import sys
+
+    best = None
+    for threads in (1, 0):
+        out = subprocess.run([sys.executable, __file__, "--torch-only", str(steps), "--torch-threads", str(threads)],
+                             capture_output=True, text=True)
+        if out.returncode != 0 or not out.stdout.strip():
+            return None
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        if res and (best is None or res["model_steps_per_s"] > best["model_steps_per_s"]):
+            best = res
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=64)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--torch-steps", type=int, default=1000)
+    p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--torch-only", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--torch-threads", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.torch_only:
+        print(json.dumps(bench_torch(args.torch_only, args.torch_threads or None)))
+        return
+
+    import testbed  # noqa: F401  (first: sets one host device per core before JAX starts)
+
+    peak = matmul_peak()
+    tb = bench_testbed(args.seeds, args.steps)
+    th = bench_torch_clean(args.torch_steps)
+    gflops = tb["model_steps_per_s"] * FLOPS_PER_MODEL_STEP / 1e9
+    print(f"matmul peak: {peak['peak']:.1f} GFLOP/s (jax {peak['jax']:.1f}, numpy {peak['numpy']:.1f})")
+    print(f"testbed.train: {tb['model_steps_per_s']:,.0f} model-steps/s over {tb['devices']} device(s); "
+          f"{args.seeds} seeds x {args.steps} steps in {tb['run_s']:.2f} s; compile {tb['compile_s']:.2f} s")
+    print(f"  achieved {gflops:.1f} GFLOP/s = {gflops / peak['peak']:.0%} of the matmul peak "
+          f"({FLOPS_PER_MODEL_STEP / 1e6:.2f} MFLOP per model-step)")
+    result = {"peak": peak, "testbed": tb, "gflops": gflops, "fraction_of_peak": gflops / peak["peak"]}
+    if th is None:
+        print("pytorch: not installed (pip install -e '.[bench]'); no ratio")
+    else:
+        ratio = tb["model_steps_per_s"] / th["model_steps_per_s"]
+        print(f"pytorch {th['version']} loop, one model at a time ({th['threads']} threads): "
+              f"{th['model_steps_per_s']:,.0f} model-steps/s")
+        print(f"  testbed / pytorch = {ratio:.1f}x")
+        result.update(torch=th, ratio=ratio)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
