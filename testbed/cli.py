@@ -165,7 +165,9 @@ def main() -> None:
     from testbed.errors import TestbedError
 
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns the code of a typer.Exit raised by a command
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except TestbedError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -1,0 +1,75 @@
+"""The command line: output, files written, and exit status 2 with a clear message on bad input."""
+
+import sys
+
+import pandas as pd
+import pytest
+
+from testbed import cli
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["testbed", *args])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_tasks_lists_every_task(monkeypatch, capsys):
+    import testbed
+
+    code, out, _ = run(monkeypatch, capsys, "tasks")
+    assert code == 0
+    for name in testbed.list_tasks():
+        assert f"| {name} " in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--task", "nope"], "unknown task 'nope'"),
+    (["train", "--task", "step", "--steps", "0"], "--steps"),
+    (["train", "--task", "step", "--method", "magic"], "unknown method 'magic'"),
+    (["train", "--task", "step", "--model", "mlp", "--width", "0"], "model.width"),
+    (["train", "--task", "step", "--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
+    (["train", "--task", "step", "--bogus"], "No such option: --bogus"),
+    (["show", "sine_line", "-o", "picture.jpg"], "must end in .png or .svg"),
+    (["compare", "no/such/folder"], "not a suite results folder"),
+    (["--tasks-dir", "no/such/folder", "tasks"], "is not a folder"),
+])
+def test_bad_input_exits_2_with_a_clear_message(monkeypatch, capsys, args, message):
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert message in err + out
+
+
+def test_bench_with_a_bad_suite_names_the_field(monkeypatch, capsys, tmp_path):
+    suite = tmp_path / "bad.toml"
+    suite.write_text('[grid]\ntasks = ["sine_line"]\nmethods = ["mse"]\n[train]\nsteps = -1\n')
+    code, _, err = run(monkeypatch, capsys, "bench", str(suite), "--results", str(tmp_path))
+    assert code == 2 and "bad.toml" in err and "train.steps" in err
+
+
+def test_train_prints_summary_and_writes_the_run(monkeypatch, capsys, tmp_path):
+    code, out, _ = run(monkeypatch, capsys, "train", "--task", "step", "--seeds", "2", "--steps", "20",
+                       "--width", "8", "--depth", "1", "--evals", "3", "--out", str(tmp_path), "-q")
+    assert code == 0
+    for split in ("train", "boundary", "extrapolate"):
+        assert f"| {split}" in out
+    (folder,) = tmp_path.iterdir()
+    assert {"config.json", "history.parquet", "runs.parquet", "arrays.npz"} <= {p.name for p in folder.iterdir()}
+    h = pd.read_parquet(folder / "history.parquet")
+    assert set(h["seed"]) == {0, 1} and h["step"].max() == 20
+
+
+def test_show_writes_a_picture(monkeypatch, capsys, tmp_path):
+    code, out, _ = run(monkeypatch, capsys, "show", "step", "-o", str(tmp_path / "step.png"))
+    assert code == 0 and (tmp_path / "step.png").stat().st_size > 10_000
+
+
+def test_user_task_folder(monkeypatch, capsys, tmp_path):
+    (tmp_path / "mine.toml").write_text(
+        'name = "my_line"\ndescription = "a line"\n[domain]\nlow = [-2.0]\nhigh = [2.0]\n'
+        '[[pieces]]\nname = "line"\nf = "2 * x"\n[splits]\ntrain = "x < 0"\nright = "x >= 0"\n')
+    code, out, _ = run(monkeypatch, capsys, "--tasks-dir", str(tmp_path), "tasks")
+    assert code == 0 and "my_line" in out
