@@ -87,6 +87,7 @@ class Static:
     eval_steps: tuple[int, ...]
     eval_size: int
     probe_points: int
+    warm_start: bool = False  # start from given parameters instead of a fresh init
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
           optimizer: Optimizer | str | None = None, *, steps: int = 1000, batch_size: int = 256,
           seeds: int | Sequence[int] = 4, lr: float | Sequence[float] | None = None,
           weight_decay: float | Sequence[float] | None = None,
-          init_scale: float | Sequence[float] | None = None, evals: int = 50, eval_spacing: str = "linear",
+          init_scale: float | Sequence[float] | None = None, init_params: Any = None,
+          evals: int = 50, eval_spacing: str = "linear",
           eval_size: int = 1024, probe_points: int = 256, quiet: bool = False,
           on_progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Train many small models at once and record what happened.
@@ -148,6 +150,10 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         seeds: number of seeds (0..n-1) or explicit seed list.
         lr, weight_decay, init_scale: values or lists to sweep (default: the
             optimizer's values and 1.0).
+        init_params: start every run from these parameters instead of a fresh
+            init (a pytree of [runs, ...] arrays, e.g. an edited ``RunResult.params``,
+            runs in the same order); ``init_scale`` is then ignored. For
+            fine-tuning and retraining after ablation.
         evals: number of evaluation points (including step 0 and the last step).
         eval_spacing: ``linear`` or ``log``.
         eval_size: evaluation examples per split (fixed across runs and evaluations).
@@ -177,7 +183,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
     n_chunks = min(MAX_CHUNKS, steps + 1)
     chunk = math.ceil((steps + 1) / n_chunks)
     st = Static(task, method, model, optimizer.structure(), steps, batch_size, chunk, n_chunks,
-                eval_steps, eval_size, probe_points)
+                eval_steps, eval_size, probe_points, warm_start=init_params is not None)
 
     runs = [(h, s) for h in range(len(grid)) for s in seed_list]
     devices = jax.devices()
@@ -190,10 +196,18 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
     hp = HParams(*(jax.device_put(jnp.asarray([grid[h][i] for h, _ in runs_padded], jnp.float32), by_run)
                    for i in range(3)))
     data = jax.device_put(_eval_data(st), replicated)
+    p0 = None
+    if init_params is not None:
+        leaves = jax.tree.leaves(init_params)
+        if not leaves or any(np.shape(a)[0] != len(runs) for a in leaves):
+            raise ConfigError(f"init_params: expected arrays with a leading axis of {len(runs)} runs "
+                              f"(seeds x grid), got shapes {[np.shape(a) for a in leaves][:3]}")
+        p0 = jax.device_put(jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], n_pad, 0)]),
+                                         init_params), by_run)
 
     t0 = time.perf_counter()
-    prog = _program(st, len(runs_padded), keys, hp, data, by_run, replicated)
-    carry = prog.init(keys, hp)
+    prog = _program(st, len(runs_padded), keys, hp, p0, data, by_run, replicated)
+    carry = prog.init(keys, hp, p0)
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -271,7 +285,7 @@ def probe_splits(task: Task, probe_x: np.ndarray) -> np.ndarray:
     return np.where(masks.any(0), masks.argmax(0), -1)
 
 
-def _program(st: Static, n_runs: int, keys, hp, data, by_run, replicated) -> Program:
+def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) -> Program:
     """Build and compile (or fetch from cache) the init and chunk programs."""
     cache_key = (st, n_runs)
     if cache_key in _PROGRAMS:
@@ -290,10 +304,13 @@ def _program(st: Static, n_runs: int, keys, hp, data, by_run, replicated) -> Pro
     def make_tx(h: HParams) -> optax.GradientTransformation:
         return st.optimizer.build(h.lr, h.weight_decay, st.steps, extra=method.tx)
 
-    def init_run(key, h: HParams) -> Carry:
+    def init_run(key, h: HParams, p0) -> Carry:
         k_init, k_data = jax.random.split(key)
         params = nnx.state(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(k_init)))
-        params = jax.tree.map(lambda p: p * h.init_scale, params)
+        if st.warm_start:
+            params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, p0)
+        else:
+            params = jax.tree.map(lambda p: p * h.init_scale, params)
         n_eval, n_groups = len(st.eval_steps), data.group.shape[1]
         pred_shape = jax.eval_shape(lambda: method.predict(task, jnp.zeros((data.probe.x.shape[0], out_dim))))
         return Carry(params, make_tx(h).init(params), k_data, jnp.int32(-1),
@@ -340,9 +357,9 @@ def _program(st: Static, n_runs: int, keys, hp, data, by_run, replicated) -> Pro
         return c
 
     t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run), out_shardings=by_run)
-    init_c = init.lower(keys, hp).compile()
-    carry_shape = jax.eval_shape(init, keys, hp)
+    init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run, by_run), out_shardings=by_run)
+    init_c = init.lower(keys, hp, p0).compile()
+    carry_shape = jax.eval_shape(init, keys, hp, p0)
     chunk = jax.jit(jax.vmap(chunk_run, in_axes=(0, 0, None, None)),
                     in_shardings=(by_run, by_run, replicated, replicated), out_shardings=by_run,
                     donate_argnums=0)

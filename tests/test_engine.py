@@ -120,3 +120,15 @@ def test_bad_arguments_are_clear_errors():
         testbed.make_model("cnn")
     with pytest.raises(testbed.ConfigError, match="model.width"):
         testbed.MLP(width=0)
+
+
+def test_warm_start_continues_from_given_parameters():
+    first = testbed.train("two_slopes", "mse", seeds=2, **TINY)
+    again = testbed.train("two_slopes", "mse", seeds=2, init_params=first.params, **TINY)
+    h1, h2 = first.history, again.history
+    end = h1[(h1.step == 40) & (h1.metric == "loss")].set_index(["run", "split", "piece"])["value"]
+    start = h2[(h2.step == 0) & (h2.metric == "loss")].set_index(["run", "split", "piece"])["value"]
+    np.testing.assert_allclose(start.sort_index(), end.sort_index(), rtol=1e-5)
+    assert final_train_loss(again).mean() < final_train_loss(first).mean()
+    with pytest.raises(testbed.ConfigError, match="init_params: expected arrays with a leading axis of 3"):
+        testbed.train("two_slopes", "mse", seeds=3, init_params=first.params, **TINY)
