@@ -41,4 +41,5 @@ def kl_from_logits(target_logits: jax.Array, logits: jax.Array) -> jax.Array:
     so a perfect fit is exactly zero. [n, K] x [n, K] -> [n]."""
     logp_t = jax.nn.log_softmax(target_logits, axis=-1)
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.sum(jnp.exp(logp_t) * (logp_t - logp), axis=-1)
+    # KL >= 0; rounding can make a perfect fit read -1e-9, which breaks log axes and ratios.
+    return jnp.maximum(jnp.sum(jnp.exp(logp_t) * (logp_t - logp), axis=-1), 0.0)

@@ -150,3 +150,17 @@ def test_attribution_on_a_constructed_case():
     assert att[(0, "target")] == pytest.approx(0.5, abs=0.1)  # ties go to the target
     assert set(att.index.get_level_values("candidate")) == {"target", "sine_everywhere", "line_everywhere",
                                                             "piece:sine", "piece:line", "linear_fit"}
+
+
+def test_class_predictions_matching_no_candidate_count_as_other():
+    task = testbed.make_task("modular_addition")
+    r = testbed.train(task, "ce", model=testbed.MLP(width=8, depth=1), steps=3, seeds=1, evals=2,
+                      eval_size=32, probe_points=32, quiet=True)
+    x = jnp.asarray(r.probe.x)
+    label = np.asarray(task(x))
+    preds = r.predictions.copy()
+    wrong = np.eye(23, dtype=np.float32)[(label + 1) % 23]
+    preds[0, -1] = wrong * 10.0  # every prediction is a wrong class
+    r.predictions = preds
+    att = attribution(task, r).set_index("candidate")["fraction"]
+    assert att["other"] == pytest.approx(1.0) and att["target"] == pytest.approx(0.0)

@@ -14,9 +14,10 @@ candidate behaviours, and the closest one is counted:
 
 Distances: squared error (mean over outputs) for scalar and vector targets,
 KL(candidate || prediction) on softmax distributions for distribution targets,
-0/1 disagreement of the predicted class for class targets. Ties go to the
-candidate listed first (the target first), so a candidate that equals the target
-on some points never steals them.
+0/1 disagreement of the predicted class for class targets; for class targets a
+point whose predicted class matches no candidate counts as ``other``. Ties go to
+the candidate listed first (the target first), so a candidate that equals the
+target on some points never steals them.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def attribution(task: Task, result: RunResult) -> pd.DataFrame:
     x = jnp.asarray(result.probe.x)
     cands = candidate_values(task, x)
     names = list(cands)
+    other = task.target == "class"  # a class matching no candidate: distance 0.5 beats every 1
     final = result.predictions[:, -1]  # [R, Pn, ...]
     rows = []
     for s_idx, split in enumerate(task.splits):
@@ -85,9 +87,10 @@ def attribution(task: Task, result: RunResult) -> pd.DataFrame:
         if not mask.any():
             continue
         for r, run in result.runs.iterrows():
-            d = np.stack([distances(task, final[r][mask], cands[n][mask]) for n in names])  # [C, m]
+            d = np.stack([distances(task, final[r][mask], cands[n][mask]) for n in names]
+                         + ([np.full(int(mask.sum()), 0.5, np.float32)] if other else []))  # [C, m]
             closest = np.argmin(d, axis=0)  # ties: first candidate (the target) wins
-            for c, name in enumerate(names):
+            for c, name in enumerate(names + (["other"] if other else [])):
                 rows.append((int(run["run"]), int(run["seed"]), float(run["lr"]), float(run["weight_decay"]),
                              float(run["init_scale"]), split, name, float(np.mean(closest == c)),
                              float(np.mean(d[c]))))

@@ -229,8 +229,8 @@ def _attribution(attr: pd.DataFrame | None, labels: pd.DataFrame, order: list[st
     long = _sort(long, {"task": sorted(long["task"].unique()), "split": split_order,
                         "label": order + sorted(set(long["label"]) - set(order)),
                         "candidate": cand_order})[cols]
-    wide = long.pivot_table(index=["task", "split", "label"], columns="candidate", values="mean",
-                            sort=False, dropna=False)
+    # pivot (not pivot_table with dropna=False): only (task, split, label) rows that exist
+    wide = long.pivot(index=["task", "split", "label"], columns="candidate", values="mean")
     wide = (100.0 * wide[[c for c in cand_order if c in wide.columns]]).round(1)
     wide = wide.reset_index()
     wide.columns.name = None
