@@ -135,11 +135,11 @@ def bench_cmd(
 @app.command("compare")
 def compare_cmd(root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")]):
     """Print method comparison tables for a suite; write CSV and LaTeX beside them."""
+    from testbed.report.build import analysed_tables
     from testbed.report.compare import comparison, render_markdown, write_tables
-    from testbed.suite import load_tables
 
     _need_dir(root)
-    compared = comparison(load_tables(root))
+    compared = comparison(analysed_tables(root))
     paths = write_tables(compared, root / "tables")
     typer.echo(render_markdown(compared))
     typer.echo(f"tables: {paths[0].parent}")

@@ -223,7 +223,8 @@ def test_labels_with_models_optimizers_and_weight_decay():
     rows += ood_rows("t1", "mse", {"ood": [2.0]}, model="lowrank_r2", weight_decay=0.1)
     rows += ood_rows("t1", "ce", {"ood": [3.0]}, model="mlp", weight_decay=0.0)
     out = comparison({"history": build(rows)})
-    assert set(out["ood"]["label"]) == {"mse/mlp, wd=0", "mse/lowrank_r2, wd=0.1", "ce/mlp, wd=0"}
+    # wd differs only together with the model, which already tells the rows apart
+    assert set(out["ood"]["label"]) == {"mse/mlp", "mse/lowrank_r2", "ce/mlp"}
     rows2 = ood_rows("t1", "mse", {"ood": [1.0]}, optimizer="adam")
     rows2 += ood_rows("t1", "mse", {"ood": [2.0]}, optimizer="sgd")
     assert set(comparison({"history": build(rows2)})["ood"]["label"]) == {"mse/adam", "mse/sgd"}
@@ -339,3 +340,22 @@ def test_render_markdown_names_every_label_and_task():
     assert "## OOD" in md and "mean rank" in md and "Metric per task: t_one: mse, t_two: mse" in md
     with pytest.raises(KeyError):
         render_markdown(out, which=("nope",))
+
+
+def test_plateau_columns_and_zero_loss_rate():
+    rows = ood_rows("t_one", "mse", {"ood": [1.0, 1.0]}, train=[0.1, 0.1])
+    rows += ood_rows("t_one", "ce", {"ood": [2.0, 2.0]}, train=[0.1, 0.1])
+    history = build(rows)
+    runs = history.drop_duplicates(["cell", "run"])[["cell", "task", "method", "model", "optimizer", "lr",
+                                                      "weight_decay", "init_scale", "run", "seed"]]
+    plat = runs.assign(plateaus=[1, 3, 0, 0], plateau_frac=[0.2, 0.4, 0.0, 0.0],
+                       reached_zero=[1.0, 0.0, 1.0, 1.0], final_loss=[1e-4, 0.5, 1e-5, 1e-5])
+    plat = plat.sort_values(["method", "seed"])
+    out = comparison({"history": history, "plateaus": plat})
+    ood = out["ood"].set_index("label")
+    assert ood.loc["mse", "plateaus"] == pytest.approx(2.0) and ood.loc["ce", "plateaus"] == 0
+    assert ood.loc["mse", "plateau time"] == "30%"
+    zl = out["plateaus_long"]
+    z = zl[(zl.quantity == "reached_zero") & (zl.label == "mse")]["mean"].item()
+    assert z == pytest.approx(0.5)
+    assert "Rate of reaching the zero-loss solution" in render_markdown(out)

@@ -513,3 +513,18 @@ def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",), **d
         rows.append({**dict(zip(keys, key, strict=True)), "plateaus": len(ps), "ended": sum(p.ended for p in ps),
                      "plateau_time": time, "plateau_frac": time / span})
     return pd.DataFrame(rows, columns=[*keys, "plateaus", "ended", "plateau_time", "plateau_frac"])
+
+
+ZERO_LOSS = 1e-3  # a run "reaches the zero-loss solution" when its final train loss is below this
+
+
+def with_final_loss(per_run: pd.DataFrame, history: pd.DataFrame, *, by: Sequence[str] = ("cell",),
+                    zero: float = ZERO_LOSS) -> pd.DataFrame:
+    """Add each run's final train loss (the method's objective) and ``reached_zero`` (below ``zero``)
+    to a `run_plateaus` table."""
+    h = history[(history["split"] == "train") & (history["piece"] == "all") & (history["metric"] == "loss")]
+    last = h.groupby(list(by), observed=True)["step"].transform("max")
+    fin = h[h["step"] == last][[*by, "run", "value"]].rename(columns={"value": "final_loss"})
+    out = per_run.merge(fin, on=[*by, "run"], how="left")
+    out["reached_zero"] = (out["final_loss"] < zero).astype(float)
+    return out

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.analysis.plateaus import run_plateaus
+from testbed.analysis.plateaus import run_plateaus, with_final_loss
 from testbed.report.compare import comparison, render_markdown, write_tables
 from testbed.report.html import figures_for_suite, write_report
 from testbed.report.plots import save
 from testbed.store import SuiteStore
 from testbed.suite import Suite, load_tables
+
+
+def analysed_tables(root: str | Path, suite: Suite | None = None) -> dict:
+    """The suite's tables (docs/suite_tables.md) plus ``plateaus``: per run, plateau count and
+    time of the per-update training loss, final train loss and whether it reached zero."""
+    tables = load_tables(root, suite)
+    cell_cols = ["cell", "task", "method", "model", "optimizer", "lr", "weight_decay", "init_scale"]
+    tables["plateaus"] = with_final_loss(run_plateaus(tables["batch_loss"], by=cell_cols), tables["history"])
+    return tables
 
 
 def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool = True) -> tuple[str, Path]:
@@ -18,9 +27,7 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     Returns (the markdown comparison for the terminal, the report's path).
     """
     root = Path(root)
-    tables = load_tables(root, suite)
-    cell_cols = ["cell", "task", "method", "model", "optimizer", "lr", "weight_decay", "init_scale"]
-    tables["plateaus"] = run_plateaus(tables["batch_loss"], by=cell_cols)
+    tables = analysed_tables(root, suite)
     compared = comparison(tables)
     write_tables(compared, root / "tables")
     markdown = render_markdown(compared)

@@ -132,8 +132,14 @@ def _label_table(frames: Iterable[pd.DataFrame | None]) -> pd.DataFrame:
     if "task" not in combos.columns:
         combos["task"] = ""
     combos = combos.sort_values(cols, kind="stable").reset_index(drop=True)
-    per_task = combos.groupby("task")
-    vary = {c: bool((per_task[c].nunique(dropna=False) > 1).any()) for c in LABEL_PARTS}
+    # A part is named when it varies among combos that agree on everything named before it
+    # (and the task): an optimizer's lr is not repeated when the optimizer label differs.
+    vary, fixed = {}, ["task", "method"]
+    for c in LABEL_PARTS:
+        if c == "method":
+            continue
+        vary[c] = bool((combos.groupby(fixed, dropna=False)[c].nunique(dropna=False) > 1).any())
+        fixed.append(c)
 
     def label(r, num) -> str:
         s = str(r["method"]) + "".join(f"/{r[c]}" for c in ("model", "optimizer") if vary[c])
@@ -321,12 +327,17 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
     if plat is not None and not plat.empty:
         p = _with_label(plat, labels)
         longs = []
-        for col in ("plateaus", "plateau_frac"):
+        for col in [q for q in ("plateaus", "plateau_frac", "reached_zero", "final_loss") if q in p.columns]:
             lg = _summary(p.sort_values(["seed", "run"], kind="stable"), ["label", "task"], col, level)
             longs.append(lg.assign(quantity=col))
         plong = _sort(pd.concat(longs, ignore_index=True), {"label": order, "task": tasks})
         out["plateaus"], _ = _wide(plong[plong["quantity"] == "plateaus"].assign(metric="plateaus"),
                                    order, tasks, digits, rank=False)
+        if "reached_zero" in set(plong["quantity"]):
+            out["zero_loss"], _ = _wide(plong[plong["quantity"] == "reached_zero"].assign(metric="reached_zero"),
+                                        order, tasks, digits, rank=False)
+        else:
+            out["zero_loss"] = pd.DataFrame(columns=["label"])
         out["plateaus_long"] = plong
         # Every suite's headline table carries the plateau count and plateau time.
         means = plong.groupby(["label", "quantity"])["mean"].mean().unstack()
@@ -335,6 +346,7 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
             lambda v: f"{v:.0%}" if pd.notna(v) else "-")
     else:
         out["plateaus"] = pd.DataFrame(columns=["label"])
+        out["zero_loss"] = pd.DataFrame(columns=["label"])
         out["plateaus_long"] = pd.DataFrame(columns=["label", "task", "quantity", *_STATS])
 
     what = f"`{metric}`" if metric else "primary metric"
@@ -360,7 +372,11 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
         "plateaus": ("Loss plateaus per run (per-update training loss)",
                      f"Cells: plateau count, {ci}. The OOD table's 'plateaus' and 'plateau time' columns "
                      "average the count and the fraction of training spent on plateaus over tasks."),
-        "plateaus_long": ("Loss plateaus (numeric)", "quantity: plateaus (count) or plateau_frac."),
+        "zero_loss": ("Rate of reaching the zero-loss solution",
+                      f"Fraction of runs whose final train loss (the method's objective) is below 1e-3; {ci}."),
+        "plateaus_long": ("Loss plateaus (numeric)", "quantity: plateaus (count), plateau_frac (fraction of "
+                          "training on plateaus), reached_zero (fraction of runs whose final train loss is "
+                          "below 1e-3), final_loss (the method's train loss)."),
     }
     for name, (title, note) in titles.items():
         out[name].attrs.update(title=title, note=note)
@@ -417,7 +433,8 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
 
 
 def render_markdown(tables: dict[str, pd.DataFrame],
-                    which: Sequence[str] = ("ood", "train", "ratio", "attribution")) -> str:
+                    which: Sequence[str] = ("ood", "train", "ratio", "plateaus", "zero_loss",
+                                            "attribution")) -> str:
     """Markdown sections (title, note, table) for the named tables, for the terminal.
 
     The wide ``attribution`` table is shown per task, with only that task's candidates.
@@ -427,6 +444,8 @@ def render_markdown(tables: dict[str, pd.DataFrame],
         if name not in tables:
             raise KeyError(f"no table {name!r}; have {sorted(tables)}")
         df = tables[name]
+        if df.empty and name in ("plateaus", "zero_loss"):  # no per-update losses given: nothing to say
+            continue
         parts.append(f"## {df.attrs.get('title', name)}")
         if df.attrs.get("note"):
             parts.append(df.attrs["note"])
