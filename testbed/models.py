@@ -4,10 +4,23 @@ A model config is static and hashable (it decides shapes and code paths); the
 engine calls ``config.build(in_dim, out_dim, rngs=...)`` inside the traced
 function, ``nnx.split``s the module once, and trains the parameter pytree.
 
-Every module's ``__call__(x, *, masks=None, ablate=None)`` takes optional
-per-hidden-layer arrays: ``masks[i]`` ([n, width] in [0, 1]) routes gradients
-(forward unchanged, ``m * h + (1 - m) * stop_gradient(h)``; Cloud et al. 2024) and
-``ablate[i]`` ([width]) multiplies the hidden units (1 keeps, 0 ablates).
+Every module's ``__call__(x, *, masks=None, ablate=None, return_hidden=False)``
+takes optional per-hidden-layer arrays: ``masks[i]`` ([n, width] in [0, 1]) routes
+gradients (forward unchanged, ``m * h + (1 - m) * stop_gradient(h)``; Cloud et al.
+2024) and ``ablate[i]`` ([width]) multiplies the hidden units (1 keeps, 0 ablates);
+a ``None`` entry leaves that layer alone.
+
+Either may instead be a callable ``(layer_index, h) -> array | None``, called once
+per hidden layer with that layer's activations ``h`` ([n, width]), so a caller can
+build per-layer arrays without knowing the widths in advance: ``masks(i, h)``
+returns the routing mask for layer i, ``ablate(i, h)`` returns the layer's *new
+values* (an intervention, e.g. mean ablation); ``None`` leaves the layer alone.
+Routing is applied before ablation. ``return_hidden=True`` also returns the list of
+hidden activations (after routing and ablation).
+
+``module.outgoing(i)`` is the parameter whose axis 0 reads the units of hidden
+layer i (the next layer's or the head's kernel): zeroing its rows ablates those
+units in the parameters themselves.
 """
 
 from __future__ import annotations
@@ -39,10 +52,14 @@ def route(h: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 
 def _hidden(h: jax.Array, i: int, masks, ablate) -> jax.Array:
+    """Apply layer i's routing mask, then its ablation (arrays or callables, see module doc)."""
     if masks is not None:
-        h = route(h, masks[i])
-    if ablate is not None and ablate[i] is not None:
-        h = h * ablate[i]
+        h = route(h, masks(i, h) if callable(masks) else masks[i])
+    if callable(ablate):
+        new = ablate(i, h)
+        h = h if new is None else new
+    elif ablate is not None and ablate[i] is not None:
+        h = h * jnp.broadcast_to(ablate[i], h.shape)  # [width] -> [n, width], explicitly
     return h
 
 
@@ -66,6 +83,10 @@ class MLPModule(nnx.Module):
         out = self.head(h)
         return (out, hidden) if return_hidden else out
 
+    def outgoing(self, i: int) -> nnx.Variable:
+        """The kernel whose rows read hidden layer i's units."""
+        return self.layers[i + 1].kernel if i + 1 < len(self.layers) else self.head.kernel
+
 
 class LowRankModule(nnx.Module):
     """Rank-r factorized linear map ``x @ U @ V``: a logits matrix of rank at most r.
@@ -84,6 +105,12 @@ class LowRankModule(nnx.Module):
         h = _hidden(x @ self.u[...], 0, masks, ablate)
         out = h @ self.v[...]
         return (out, [h]) if return_hidden else out
+
+    def outgoing(self, i: int) -> nnx.Variable:
+        """The factor whose rows read the rank units (``v``)."""
+        if i != 0:
+            raise IndexError(f"lowrank has one hidden layer, got layer {i}")
+        return self.v
 
 
 class DeepLinearModule(nnx.Module):
@@ -109,6 +136,12 @@ class DeepLinearModule(nnx.Module):
                 h = _hidden(h, i, masks, ablate)
                 hidden.append(h)
         return (h, hidden) if return_hidden else h
+
+    def outgoing(self, i: int) -> nnx.Variable:
+        """The weight matrix whose rows read hidden layer i's units."""
+        if not 0 <= i < len(self.weights) - 1:
+            raise IndexError(f"deep_linear has {len(self.weights) - 1} hidden layers, got layer {i}")
+        return self.weights[i + 1]
 
 
 @dataclass(frozen=True, kw_only=True)

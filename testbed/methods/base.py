@@ -116,11 +116,14 @@ def make_method(name: str | Method, **hparams) -> Method:
     return _CACHE[key]
 
 
-def _freeze(v: Any) -> Any:
+def _freeze(v: Any, top: bool = True) -> Any:
+    # Keyword order never matters (top level sorted); nested mappings keep their order,
+    # which may be meaningful (routing's ``blocks`` lay units out in that order).
     if isinstance(v, Mapping):
-        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+        items = [(k, _freeze(x, False)) for k, x in v.items()]
+        return ("<map>", *(sorted(items) if top else items))
     if isinstance(v, list | tuple):
-        return tuple(_freeze(x) for x in v)
+        return tuple(_freeze(x, False) for x in v)
     return v
 
 
