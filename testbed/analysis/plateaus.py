@@ -487,8 +487,9 @@ def _first_crossing(t: np.ndarray, z: np.ndarray, target: float) -> float:
     return float(t[k - 1] + frac * (t[k] - t[k - 1]))
 
 
-def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",), **detector_kwargs) -> pd.DataFrame:
-    """Plateau count and total plateau time of every run's per-update training loss.
+def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",),
+                 **detector_kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plateaus of every run's per-update training loss: one row per plateau, and per run.
 
     Args:
         batch_loss: long table with ``by`` columns, run, seed, step, value (a suite's
@@ -497,22 +498,28 @@ def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",), **d
         **detector_kwargs: passed to `plateaus`.
 
     Returns:
-        One row per run, runs without plateaus included: the ``by`` columns, run,
-        seed, ``plateaus`` (count, final unended plateau included), ``ended``
-        (plateaus left through a drop), ``plateau_time`` (steps on plateaus) and
-        ``plateau_frac`` (that time over the run's length).
+        (rows, per_run): ``rows`` as `plateau_table` (piece "all"); ``per_run`` one row
+        per run, runs without plateaus included: the ``by`` columns, run, seed,
+        ``plateaus`` (count, final unended plateau included), ``ended`` (left through a
+        drop), ``plateau_time`` (steps on plateaus) and ``plateau_frac`` (that time
+        over the run's length).
     """
-    rows = []
+    hist = batch_loss.assign(split="train", piece="all", metric="batch_loss")
+    rows = plateau_table(hist, metric="batch_loss", split="train", by=[c for c in by if c not in CONFIG_COLUMNS]
+                         or None, **detector_kwargs)
     keys = [*by, "run", "seed"]
-    for key, curve in batch_loss.groupby(keys, observed=True, sort=True):
-        curve = curve.sort_values("step")
-        steps = curve["step"].to_numpy()
-        ps = plateaus(steps, curve["value"].to_numpy(), **detector_kwargs)
-        span = max(float(steps[-1] - steps[0]), 1.0)
-        time = float(sum(p.duration for p in ps))
-        rows.append({**dict(zip(keys, key, strict=True)), "plateaus": len(ps), "ended": sum(p.ended for p in ps),
-                     "plateau_time": time, "plateau_frac": time / span})
-    return pd.DataFrame(rows, columns=[*keys, "plateaus", "ended", "plateau_time", "plateau_frac"])
+    span = batch_loss.groupby(keys, observed=True)["step"].agg(lambda s: max(float(s.max() - s.min()), 1.0))
+    per_run = span.rename("span").reset_index()
+    if len(rows):
+        agg = rows.groupby(keys, observed=True).agg(plateaus=("plateau", "size"), ended=("ended", "sum"),
+                                                    plateau_time=("duration", "sum")).reset_index()
+        per_run = per_run.merge(agg, on=keys, how="left")
+    for c in ("plateaus", "ended", "plateau_time"):
+        per_run[c] = per_run[c].fillna(0) if c in per_run else 0.0
+    per_run["plateaus"] = per_run["plateaus"].astype(int)
+    per_run["ended"] = per_run["ended"].astype(int)
+    per_run["plateau_frac"] = per_run["plateau_time"] / per_run.pop("span")
+    return rows, per_run[[*keys, "plateaus", "ended", "plateau_time", "plateau_frac"]]
 
 
 ZERO_LOSS = 1e-3  # a run "reaches the zero-loss solution" when its final train loss is below this

@@ -13,11 +13,13 @@ from testbed.suite import Suite, load_tables
 
 
 def analysed_tables(root: str | Path, suite: Suite | None = None) -> dict:
-    """The suite's tables (docs/suite_tables.md) plus ``plateaus``: per run, plateau count and
-    time of the per-update training loss, final train loss and whether it reached zero."""
+    """The suite's tables (docs/suite_tables.md) plus ``plateau_rows`` (one row per detected
+    plateau of each run's per-update training loss) and ``plateaus`` (per run: plateau count
+    and time, final train loss and whether it reached zero)."""
     tables = load_tables(root, suite)
     cell_cols = ["cell", "task", "method", "model", "optimizer", "lr", "weight_decay", "init_scale"]
-    tables["plateaus"] = with_final_loss(run_plateaus(tables["batch_loss"], by=cell_cols), tables["history"])
+    tables["plateau_rows"], per_run = run_plateaus(tables["batch_loss"], by=cell_cols)
+    tables["plateaus"] = with_final_loss(per_run, tables["history"])
     return tables
 
 
@@ -32,7 +34,7 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     write_tables(compared, root / "tables")
     markdown = render_markdown(compared)
     manifest = SuiteStore(root).read_manifest() or {}
-    figs = figures_for_suite(tables) if figures else []
+    figs = figures_for_suite(tables, plateaus=tables["plateau_rows"]) if figures else []
     fig_dir = root / "figures"
     saved = []
     for i, (caption, fig) in enumerate(figs):
