@@ -280,7 +280,8 @@ class Task:
         if s.points is not None:
             idx = jax.random.randint(key, (n,), 0, s.points.shape[0])
             return jnp.asarray(s.points, jnp.float32)[idx]
-        m = candidates_needed(n, s.rate)
+        # q floor 3/20000 (rule of three on the check sample): a rate estimated as 1 may be 0.9998
+        m = candidates_needed(n, s.rate, rate_floor=1.5e-4)
         low, high = jnp.asarray(s.low, jnp.float32), jnp.asarray(s.high, jnp.float32)
         cand = jax.random.uniform(key, (m, self.dim), jnp.float32, low[None, :], high[None, :])
         ok = s.where(cand)
@@ -320,11 +321,17 @@ def raw_grid(domain: Domain, points: int) -> np.ndarray:
     return (low + u * (high - low)).astype(np.float32)
 
 
-def candidates_needed(n: int, rate: float) -> int:
+def candidates_needed(n: int, rate: float, rate_floor: float = 0.0) -> int:
     """Candidates to draw so that fewer than ``n`` land in a split of acceptance ``rate``
-    with negligible probability (a 7-sigma margin on the binomial count)."""
-    expected = (math.sqrt(n) + 7.0) ** 2  # solves m*rate - 7*sqrt(m*rate) >= n
-    return int(math.ceil(expected / rate)) + 8
+    with negligible probability: the smallest m with ``m p - 7 sqrt(m p q) >= n`` (a
+    7-sigma margin on the binomial count), ``q = max(1 - p, rate_floor)``.
+
+    For a split that fills its sampling box (p near 1) this is barely more than n.
+    """
+    p = rate
+    q = max(1.0 - p, rate_floor)
+    root = (7.0 * math.sqrt(p * q) + math.sqrt(49.0 * p * q + 4.0 * p * n)) / (2.0 * p)
+    return int(math.ceil(root * root)) + 8
 
 
 # -- construction with checks ---------------------------------------------------
