@@ -40,7 +40,8 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     for i, (caption, fig) in enumerate(figs):
         paths = save(fig, fig_dir / f"{i:02d}")
         saved.append((caption, paths[0]))
-    sections = [(name, df) for name, df in compared.items() if not name.endswith("_long")]
+    sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
+                if not name.endswith("_long") and not df.empty]
     path = write_report(root, tables, title=f"Suite {manifest.get('suite', root.name)}", manifest=manifest,
                         table_sections=sections, figures=saved)
     return markdown, path
