@@ -10,6 +10,7 @@ On a GPU machine the setting only affects the (unused) CPU platform.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -69,17 +70,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def provenance() -> dict[str, object]:
-    """Platform, devices, versions and commit: what every result records."""
+@functools.cache
+def _provenance() -> tuple:
     import jax
 
     devs = jax.devices()
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in devs],
-        "versions": versions(),
-        "git_commit": git_commit(),
-    }
+    return (platform.platform(), platform.machine(), os.cpu_count(), jax.default_backend(),
+            tuple(str(d) for d in devs), tuple(versions().items()), git_commit())
+
+
+def provenance() -> dict[str, object]:
+    """Platform, devices, versions and commit: what every result records (read once per process)."""
+    plat, machine, cpus, backend, devs, vers, commit = _provenance()
+    return {"platform": plat, "machine": machine, "cpu_count": cpus, "backend": backend,
+            "devices": list(devs), "versions": dict(vers), "git_commit": commit}
