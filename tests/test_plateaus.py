@@ -258,3 +258,24 @@ def test_plateau_table_and_summary_on_a_history(saxe):
     summary = plateau_summary(saxe.history)
     assert len(summary) == 2 and (summary["count_dist"] == "3:2").all() and (summary["curves"] == 2).all()
     assert (summary["ended_mean"] == 3.0).all()
+
+
+def test_run_plateaus_counts_per_run_including_runs_without_plateaus():
+    from testbed.analysis.plateaus import run_plateaus, with_final_loss
+
+    steps = np.arange(1, 2001)
+    # run 0: two drops (sigmoids in log space) -> plateaus; run 1: a plain exponential decay -> none
+    logl = -1.5 / (1 + np.exp(-(steps - 600) / 20)) - 1.5 / (1 + np.exp(-(steps - 1400) / 20))
+    curves = {0: np.exp(logl), 1: np.exp(-steps / 300.0)}
+    bl = pd.concat([pd.DataFrame({"cell": "c", "run": r, "seed": r, "step": steps, "value": v})
+                    for r, v in curves.items()], ignore_index=True)
+    rows, per_run = run_plateaus(bl, by=["cell"])
+    per_run = per_run.set_index("run")
+    assert per_run.loc[0, "plateaus"] >= 2 and per_run.loc[0, "ended"] >= 2
+    assert per_run.loc[1, "ended"] == 0
+    assert set(rows["run"]) <= {0, 1} and (rows["run"] == 0).sum() == per_run.loc[0, "plateaus"]
+    assert 0 < per_run.loc[0, "plateau_frac"] <= 1
+    hist = pd.DataFrame({"cell": "c", "run": [0, 1, 0, 1], "step": [0, 0, 2000, 2000], "split": "train",
+                         "piece": "all", "metric": "loss", "value": [1.0, 1.0, 0.05, 1e-4]})
+    z = with_final_loss(per_run.reset_index(), hist).set_index("run")
+    assert z.loc[0, "reached_zero"] == 0.0 and z.loc[1, "reached_zero"] == 1.0

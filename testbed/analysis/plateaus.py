@@ -512,14 +512,17 @@ def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",),
     per_run = span.rename("span").reset_index()
     if len(rows):
         agg = rows.groupby(keys, observed=True).agg(plateaus=("plateau", "size"), ended=("ended", "sum"),
-                                                    plateau_time=("duration", "sum")).reset_index()
+                                                    plateau_time=("duration", "sum"),
+                                                    median_duration=("duration", "median")).reset_index()
         per_run = per_run.merge(agg, on=keys, how="left")
     for c in ("plateaus", "ended", "plateau_time"):
         per_run[c] = per_run[c].fillna(0) if c in per_run else 0.0
     per_run["plateaus"] = per_run["plateaus"].astype(int)
     per_run["ended"] = per_run["ended"].astype(int)
     per_run["plateau_frac"] = per_run["plateau_time"] / per_run.pop("span")
-    return rows, per_run[[*keys, "plateaus", "ended", "plateau_time", "plateau_frac"]]
+    if "median_duration" not in per_run:
+        per_run["median_duration"] = np.nan
+    return rows, per_run[[*keys, "plateaus", "ended", "plateau_time", "plateau_frac", "median_duration"]]
 
 
 ZERO_LOSS = 1e-3  # a run "reaches the zero-loss solution" when its final train loss is below this

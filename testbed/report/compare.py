@@ -327,7 +327,8 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
     if plat is not None and not plat.empty:
         p = _with_label(plat, labels)
         longs = []
-        for col in [q for q in ("plateaus", "plateau_frac", "reached_zero", "final_loss") if q in p.columns]:
+        quantities = ("plateaus", "plateau_frac", "median_duration", "reached_zero", "final_loss")
+        for col in [q for q in quantities if q in p.columns]:
             lg = _summary(p.sort_values(["seed", "run"], kind="stable"), ["label", "task"], col, level)
             longs.append(lg.assign(quantity=col))
         plong = _sort(pd.concat(longs, ignore_index=True), {"label": order, "task": tasks})
@@ -375,7 +376,7 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
         "zero_loss": ("Rate of reaching the zero-loss solution",
                       f"Fraction of runs whose final train loss (the method's objective) is below 1e-3; {ci}."),
         "plateaus_long": ("Loss plateaus (numeric)", "quantity: plateaus (count), plateau_frac (fraction of "
-                          "training on plateaus), reached_zero (fraction of runs whose final train loss is "
+                          "training on plateaus), median_duration (steps), reached_zero (fraction of runs whose final train loss is "
                           "below 1e-3), final_loss (the method's train loss)."),
     }
     for name, (title, note) in titles.items():

@@ -956,16 +956,21 @@ def _pick_probes(xs: np.ndarray, sp: np.ndarray, n: int = 3) -> list[int]:
     return list(dict.fromkeys(picks))[:n]
 
 
-def _trajectory_1d(task, info, cubes, curves, splits, pal, logx) -> Figure:
-    target = info["target"]
-    M = len(cubes)
-    ocol = _ood_colors(splits)
-    vals, tvals = [], []
+def _cube_values(cubes, target: str):
+    """Each method's plotted values and targets, the value's name, and a shared colour scale."""
+    vals, tvals, name = [], [], ""
     for _, c, _ in cubes:
         v, tv, name = _probe_value(c, target)
         vals.append(v)
         tvals.append(tv)
-    cmap, norm, extend = _value_norm(vals, tvals, target)
+    return vals, tvals, name, _value_norm(vals, tvals, target)
+
+
+def _trajectory_1d(task, info, cubes, curves, splits, pal, logx) -> Figure:
+    target = info["target"]
+    M = len(cubes)
+    ocol = _ood_colors(splits)
+    vals, tvals, name, (cmap, norm, extend) = _cube_values(cubes, target)
     what = {"distribution": "per-probe KL over training", "class": "argmax right or wrong over training"}.get(
         target, "prediction over training")
     heat_h = 2.0 if M <= 2 else 1.55
@@ -1169,12 +1174,7 @@ def _outline_splits_2d(ax, c: _Cube, splits, thin: bool = False) -> dict[str, st
 def _trajectory_2d(task, info, cubes, curves, splits, pal, logx) -> Figure:
     target = info["target"]
     M = len(cubes)
-    vals, tvals = [], []
-    for _, c, _ in cubes:
-        v, tv, name = _probe_value(c, target)
-        vals.append(v)
-        tvals.append(tv)
-    cmap, norm, extend = _value_norm(vals, tvals, target)
+    vals, tvals, name, (cmap, norm, extend) = _cube_values(cubes, target)
     what = {"distribution": "per-probe KL at 4 steps", "class": "argmax right or wrong at 4 steps"}.get(
         target, "predicted field at 4 steps")
     row_h = 1.62
