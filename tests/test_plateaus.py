@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 import testbed
-import testbed.library_linear as ll  # registers deep_linear (until the registry imports it)
+import testbed.library_linear as ll
 from testbed.analysis.plateaus import (
     Plateau,
     detect_on_array,
