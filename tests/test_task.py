@@ -152,3 +152,15 @@ def test_python_task_overrides():
 def test_register_task_refuses_duplicates():
     with pytest.raises(ConfigError, match="already registered"):
         testbed.register_task("lowrank_logits")(lambda: None)
+
+
+def test_user_task_folders_from_the_environment(tmp_path, monkeypatch):
+    (tmp_path / "flat.toml").write_text(
+        'name = "env_flat"\ndescription = "a constant"\n[domain]\nlow = [0.0]\nhigh = [2.0]\n'
+        '[[pieces]]\nname = "c"\nf = "0.5"\n[splits]\ntrain = "x < 1"\nbeyond = "x >= 1"\n')
+    monkeypatch.setenv("TESTBED_TASKS", str(tmp_path))
+    assert "env_flat" in testbed.list_tasks()
+    np.testing.assert_allclose(testbed.make_task("env_flat")(jnp.array([[1.5]])), [0.5])
+    monkeypatch.setenv("TESTBED_TASKS", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="TESTBED_TASKS.*is not a folder"):
+        testbed.list_tasks()
