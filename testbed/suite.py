@@ -47,7 +47,8 @@ from testbed.store import SuiteStore, cell_key
 TRAIN_FIELDS = {"steps": int, "batch_size": int, "evals": int, "eval_spacing": str, "eval_size": int,
                 "probe_points": int}
 GRID_FIELDS = {"tasks", "methods", "models", "optimizers", "lr", "weight_decay", "init_scale"}
-TOP_FIELDS = {"name", "description", "seeds", "train", "grid", "overrides"}
+TOP_FIELDS = {"name", "description", "seeds", "train", "grid", "overrides", "analyses"}
+ANALYSES = ("routing",)  # optional per-cell analyses beyond the standard ones
 OVERRIDE_FIELDS = {"params", "seeds"} | set(TRAIN_FIELDS) | (GRID_FIELDS - {"tasks"})
 
 
@@ -79,12 +80,16 @@ class Cell:
     train: tuple[tuple[str, Any], ...]
     seeds: tuple[int, ...]
     sweeps: tuple[tuple[str, tuple[float, ...]], ...]
+    analyses: tuple[str, ...] = ()  # extra analyses stored with the cell (e.g. "routing")
 
     def config(self) -> dict[str, Any]:
         """The semantic config: what the cell key hashes (no labels, no paths)."""
-        return {"task": self.task, "params": dict(self.params), "method": self.method.as_dict(),
-                "model": self.model.as_dict(), "optimizer": self.optimizer.as_dict(), "train": dict(self.train),
-                "seeds": list(self.seeds), "sweeps": {k: list(v) for k, v in self.sweeps}}
+        cfg = {"task": self.task, "params": dict(self.params), "method": self.method.as_dict(),
+               "model": self.model.as_dict(), "optimizer": self.optimizer.as_dict(), "train": dict(self.train),
+               "seeds": list(self.seeds), "sweeps": {k: list(v) for k, v in self.sweeps}}
+        if self.analyses:  # absent when empty, so cells without extra analyses keep their keys
+            cfg["analyses"] = list(self.analyses)
+        return cfg
 
     @property
     def key(self) -> str:
@@ -163,6 +168,9 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
             raise err(f"overrides.{t}", "expected a table")
         _keys(o, OVERRIDE_FIELDS, f"overrides.{t}", err)
 
+    analyses = spec.get("analyses", [])
+    if not isinstance(analyses, list) or any(a not in ANALYSES for a in analyses):
+        raise err("analyses", f"expected a list of analysis names; accepted: {', '.join(ANALYSES)}", analyses)
     seeds_default = spec.get("seeds", 4)
     cells = []
     for t in tasks:
@@ -190,7 +198,7 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
             sweeps.append((hp, tuple(float(a) for a in v)))
         for me, mo, op in itertools.product(methods, models, optimizers):
             cells.append(Cell(t, tuple(sorted(params.items())), me, mo, op, tuple(sorted(fields.items())),
-                              seeds, tuple(sweeps)))
+                              seeds, tuple(sweeps), tuple(analyses)))
     if not cells:
         raise err("grid", "the grid is empty")
     _check_buildable(cells, err)
@@ -334,9 +342,41 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
                    seeds=list(cell.seeds), quiet=True, on_progress=on_progress, **dict(cell.train), **sweeps)
     hist = result.history.drop(columns=["task", "method", "model", "optimizer"])
     runs = result.runs
-    return {"history": hist, "runs": runs, "attribution": attribution(task, result),
-            "probes": probe_table(task, result), "batch_loss": batch_loss_table(result),
-            "_meta": pd.DataFrame([{"timing": result.timing, "provenance": result.provenance}])}
+    out = {"history": hist, "runs": runs, "attribution": attribution(task, result),
+           "probes": probe_table(task, result), "batch_loss": batch_loss_table(result),
+           "_meta": pd.DataFrame([{"timing": result.timing, "provenance": result.provenance}])}
+    if "routing" in cell.analyses and len(task.pieces) >= 2:
+        out.update(routing_tables(task, result, cell))
+    return out
+
+
+def routing_tables(task, result, cell: Cell) -> dict[str, pd.DataFrame]:
+    """Gradient-routing measurements of a cell (see testbed.analysis.routing).
+
+    A routed cell is measured on its own blocks; any other cell on the blocks a
+    default ``routing`` method would use (one per piece, layer 0), so a plainly
+    trained model is the baseline with blocks of the same sizes. Tables: ablation
+    (per-piece loss with each block zeroed), localization, identification,
+    recovery and recovery_curves (fine-tuning on all pieces after zeroing the
+    first piece's block, a tenth of the cell's steps at its learning rate).
+    """
+    from testbed.analysis import routing as ra
+    from testbed.methods import make_method
+
+    method = make_method(cell.method.name, **dict(cell.method.kwargs))
+    spec = method if method.name == "routing" else make_method("routing")
+    hp = result.runs[["run", "lr", "weight_decay", "init_scale"]]
+    abl = ra.ablate_blocks(task, method, result, blocks=spec)
+    block = next(b for b in abl["block"].unique() if b not in ("none", "shared"))
+    lr = float(result.runs["lr"].iloc[0])
+    retrained = ra.retrain_after_ablation(task, method, result, block, blocks=spec, lr=lr,
+                                          steps=max(cell.total_steps // 10, 20))
+    h = retrained.history
+    curves = h[(h["split"] == "train") & (h["metric"] == "loss")][["run", "seed", "step", "piece", "value"]]
+    tables = {"ablation": abl, "localization": ra.localization(abl),
+              "identification": ra.piece_identification(task, result, blocks=spec),
+              "recovery": ra.recovery_table(retrained), "recovery_curves": curves}
+    return {k: hp.merge(pd.DataFrame(v), on="run") for k, v in tables.items()}
 
 
 def probe_table(task, result) -> pd.DataFrame:
@@ -456,10 +496,11 @@ def _now() -> str:
 # -- reading back ----------------------------------------------------------------
 
 TABLES = ("history", "runs", "attribution", "probes", "batch_loss")
+OPTIONAL_TABLES = ("ablation", "localization", "identification", "recovery", "recovery_curves")
 
 
 def load_tables(root: str | Path, suite: Suite | None = None,
-                which: Sequence[str] = TABLES) -> dict[str, pd.DataFrame]:
+                which: Sequence[str] = TABLES + OPTIONAL_TABLES) -> dict[str, pd.DataFrame]:
     """The suite's tables (see docs/suite_tables.md), every finished cell, cell columns first.
 
     With ``suite`` only its cells are read and its current labels applied.
@@ -484,9 +525,11 @@ def load_tables(root: str | Path, suite: Suite | None = None,
                 "optimizer": labels.get("optimizer", cfg["optimizer"]["name"]), "target": task.target,
                 "primary": metric_names(task)[0]}
         for w in which:
+            if w in OPTIONAL_TABLES and not (store.cell_dir(k) / f"{w}.parquet").is_file():
+                continue  # an analysis this cell did not run
             df = hist if w == "history" else store.load_table(k, w)
             out[w].append(pd.concat([pd.DataFrame(cols, index=df.index), df], axis=1))
-    return {w: _concat(dfs) for w, dfs in out.items()}
+    return {w: _concat(dfs) for w, dfs in out.items() if dfs}
 
 
 def _concat(dfs: list[pd.DataFrame]) -> pd.DataFrame:

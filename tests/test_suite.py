@@ -164,3 +164,47 @@ def test_class_predictions_matching_no_candidate_count_as_other():
     r.predictions = preds
     att = attribution(task, r).set_index("candidate")["fraction"]
     assert att["other"] == pytest.approx(1.0) and att["target"] == pytest.approx(0.0)
+
+
+ROUTING_SUITE = """
+name = "tinyroute"
+seeds = 2
+analyses = ["routing"]
+
+[train]
+steps = 60
+batch_size = 64
+evals = 3
+eval_size = 128
+probe_points = 16
+
+[grid]
+tasks = ["two_slopes"]
+methods = ["mse", { name = "routing", l1 = 0.01, label = "routed" }]
+models = [{ name = "mlp", width = 16, depth = 1 }]
+optimizers = [{ name = "adam", lr = 1e-2 }]
+"""
+
+
+def test_routing_analyses_are_stored_compared_and_plotted(tmp_path):
+    from testbed.report.build import analysed_tables
+    from testbed.report.compare import comparison, render_markdown
+    from testbed.report.routing_plots import routing_figure
+
+    s = load_suite(write(tmp_path, ROUTING_SUITE))
+    assert all(c.analyses == ("routing",) and "analyses" in c.config() for c in s.cells)
+    run_suite(s, tmp_path / "results", quiet=True)
+    tables = analysed_tables(tmp_path / "results" / "tinyroute", s)
+    for name in ("ablation", "localization", "identification", "recovery", "recovery_curves"):
+        assert set(tables[name]["method"]) == {"mse", "routed"}, name
+    out = comparison(tables)
+    loc = out["routing_localization"]
+    assert set(loc["label"]) == {"mse", "routed"} and "two_slopes" in loc.columns
+    assert "Gradient routing: identification" in render_markdown(out)
+    fig = routing_figure(tables, "two_slopes")
+    assert fig is not None and len(fig.axes) == 4
+
+
+def test_unknown_analysis_is_refused(tmp_path):
+    with pytest.raises(SuiteError, match="field 'analyses'.*accepted: routing"):
+        load_suite(write(tmp_path, TINY_SUITE.replace('name = "tiny"', 'name = "tiny"\nanalyses = ["magic"]')))

@@ -8,6 +8,7 @@ from testbed.analysis.plateaus import run_plateaus, with_final_loss
 from testbed.report.compare import comparison, render_markdown, write_tables
 from testbed.report.html import figures_for_suite, write_report
 from testbed.report.plots import save
+from testbed.report.routing_plots import routing_figure
 from testbed.store import SuiteStore
 from testbed.suite import Suite, load_tables
 
@@ -35,6 +36,13 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     markdown = render_markdown(compared)
     manifest = SuiteStore(root).read_manifest() or {}
     figs = figures_for_suite(tables, plateaus=tables["plateau_rows"]) if figures else []
+    if figures and "ablation" in tables:
+        for task in dict.fromkeys(tables["ablation"]["task"].astype(str)):
+            fig = routing_figure(tables, task)
+            if fig is not None:
+                figs.append((f"{task}: gradient routing\nLeft: per-piece train loss with each block "
+                             "ablated; a localized model loses only the ablated block's piece. Right: "
+                             "per-piece loss while fine-tuning after the first block was zeroed.", fig))
     fig_dir = root / "figures"
     saved = []
     for i, (caption, fig) in enumerate(figs):

@@ -245,6 +245,39 @@ def _attribution(attr: pd.DataFrame | None, labels: pd.DataFrame, order: list[st
     return wide, long
 
 
+
+ROUTING_TABLES = {
+    "routing_localization": ("localization", "log10 of the median localization score over pieces per run: "
+                             "own-block ablation damage over the mean damage to other pieces (0: none)."),
+    "routing_identification": ("identification", "accuracy of naming the piece from the most active block."),
+    "routing_recovery": ("recovery", "steps for the ablated piece to recover over the other pieces' steps "
+                         "(fine-tuning on all pieces after zeroing its block)."),
+}
+
+
+def _routing(tables, labels, order, tasks, digits, level) -> dict[str, pd.DataFrame]:
+    """Gradient-routing tables (label x task), from a suite run with analyses = ["routing"]."""
+    out = {}
+    for name, (src, note) in ROUTING_TABLES.items():
+        df = tables.get(src)
+        if df is None or df.empty:
+            out[name] = pd.DataFrame(columns=["label"])
+            continue
+        d = _with_label(df, labels)
+        keys = [*_UNIT]
+        if src == "localization":
+            per_run = d.groupby(keys, sort=False)["score"].median().reset_index(name="value")
+            per_run["value"] = np.log10(per_run["value"].clip(lower=1e-12))
+        elif src == "identification":
+            per_run = d[keys + ["accuracy"]].rename(columns={"accuracy": "value"})
+        else:
+            per_run = d.groupby(keys, sort=False)["ratio"].first().reset_index(name="value")
+        per_run = per_run.assign(metric=src).sort_values(["seed", "run"], kind="stable")
+        long = _summary(per_run, ["label", "task", "metric"], "value", level)
+        out[name], _ = _wide(long, order, [t for t in tasks if t in set(long["task"])], digits, rank=False)
+        out[name].attrs.update(title=f"Gradient routing: {src}", note=f"{note} Cells: mean [{level:.0%} CI] over runs.")
+    return out
+
 # ---------------------------------------------------------------------------- comparison
 def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
                level: float = 0.95, digits: int = 3) -> dict[str, pd.DataFrame]:
@@ -350,6 +383,8 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
         out["zero_loss"] = pd.DataFrame(columns=["label"])
         out["plateaus_long"] = pd.DataFrame(columns=["label", "task", "quantity", *_STATS])
 
+    out.update(_routing(tables, labels, order, tasks, digits, level))
+
     what = f"`{metric}`" if metric else "primary metric"
     per_task = ", ".join(f"{t}: {m}" for t, m in metrics.items())
     ci = f"mean [{level:.0%} bootstrap CI] over runs"
@@ -435,7 +470,8 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
 
 def render_markdown(tables: dict[str, pd.DataFrame],
                     which: Sequence[str] = ("ood", "train", "ratio", "plateaus", "zero_loss",
-                                            "attribution")) -> str:
+                                            "routing_localization", "routing_identification",
+                                            "routing_recovery", "attribution")) -> str:
     """Markdown sections (title, note, table) for the named tables, for the terminal.
 
     The wide ``attribution`` table is shown per task, with only that task's candidates.
@@ -445,7 +481,7 @@ def render_markdown(tables: dict[str, pd.DataFrame],
         if name not in tables:
             raise KeyError(f"no table {name!r}; have {sorted(tables)}")
         df = tables[name]
-        if df.empty and name in ("plateaus", "zero_loss"):  # no per-update losses given: nothing to say
+        if df.empty and (name in ("plateaus", "zero_loss") or name.startswith("routing")):  # not measured
             continue
         parts.append(f"## {df.attrs.get('title', name)}")
         if df.attrs.get("note"):
