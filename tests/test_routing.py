@@ -172,3 +172,20 @@ def test_retraining_after_ablation_records_recovery(trained):
     assert (tab["ratio"] >= 1).all()
     with pytest.raises(ConfigError, match=r"block='nope': unknown block\(s\) \['nope'\]; accepted: shallow, steep"):
         ra.retrain_after_ablation(task, routed, r, "nope", steps=1, lr=1e-2)
+
+
+def test_block_sizes_are_configurable():
+    import testbed
+    from testbed.errors import ConfigError
+    from testbed.methods.routing import block_spec
+
+    task = testbed.make_task("two_slopes")
+    spec = block_spec(task, sizes=[3, 1])
+    assert spec.bounds(32) == [(0, 24), (24, 32)]
+    assert block_spec(task, sizes=[1, 1], shared=2).bounds(10) == [(0, 4), (4, 8)]
+    with pytest.raises(ConfigError, match="sizes=\\[1, 2, 3\\]; accepted: 2 positive numbers"):
+        block_spec(task, sizes=[1, 2, 3])
+    with pytest.raises(ConfigError, match="sizes=\\[-1\\]"):
+        testbed.make_method("routing", sizes=[-1])
+    m = testbed.make_method("routing", sizes=[3, 1])
+    assert dict(m.hparams)["sizes"] == (3, 1)

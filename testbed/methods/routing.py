@@ -35,7 +35,7 @@ from testbed.methods.base import Ctx, Method, make_method, register_method
 from testbed.task import Batch, Task
 
 _WHERE = "method routing"
-_OWN = ("base", "layers", "blocks", "shared", "routed", "l1")  # routing's hparams; the rest are the base's
+_OWN = ("base", "layers", "blocks", "shared", "routed", "l1", "sizes")  # routing's hparams; the rest are the base's
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class BlockSpec:
     members: tuple[tuple[int, ...], ...]
     shared: int
     piece_names: tuple[str, ...]
+    sizes: tuple[float, ...] | None = None  # relative block sizes (None: equal)
 
     @property
     def block_of_piece(self) -> tuple[int, ...]:
@@ -85,7 +86,14 @@ class BlockSpec:
             raise ConfigError(f"{_WHERE}: blocks: {k} blocks ({', '.join(self.names)}) but only {free} "
                               f"units to split (width {width} - shared {self.shared}){at}; "
                               f"accepted: at most {free} blocks")
-        sizes = [free // k + (1 if j < free % k else 0) for j in range(k)]
+        if self.sizes is None:
+            sizes = [free // k + (1 if j < free % k else 0) for j in range(k)]
+        else:  # proportional, every block at least one unit, largest remainders first
+            w = np.asarray(self.sizes, float) / sum(self.sizes)
+            raw = (free - k) * w
+            sizes = np.floor(raw).astype(int) + 1
+            for j in np.argsort(-(raw - np.floor(raw)), kind="stable")[:free - int(sizes.sum())]:
+                sizes[j] += 1
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         return [(int(starts[j]), int(starts[j + 1])) for j in range(k)]
 
@@ -107,7 +115,8 @@ class BlockSpec:
         return table
 
 
-def block_spec(task: Task, blocks: Any = None, routed: str | Sequence[str] = "all", shared: int = 0) -> BlockSpec:
+def block_spec(task: Task, blocks: Any = None, routed: str | Sequence[str] = "all", shared: int = 0,
+               sizes: Sequence[float] | None = None) -> BlockSpec:
     """Resolve a routing configuration against a task's pieces.
 
     Args:
@@ -121,10 +130,12 @@ def block_spec(task: Task, blocks: Any = None, routed: str | Sequence[str] = "al
             ``blocks`` given, ``"all"`` requires every piece to be in a block, and a
             list must name exactly the pieces in the blocks.
         shared: units at the end of each routed layer that every example updates.
+        sizes: relative sizes of the blocks, one positive number per block (None:
+            equal); the non-shared units are split in these proportions.
 
     Raises:
-        ConfigError: unknown or repeated piece names, empty blocks, bad ``routed``
-            or ``shared``.
+        ConfigError: unknown or repeated piece names, empty blocks, bad ``routed``,
+            ``shared`` or ``sizes``.
     """
     pieces = tuple(task.pieces)
     known = ", ".join(pieces)
@@ -176,7 +187,13 @@ def block_spec(task: Task, blocks: Any = None, routed: str | Sequence[str] = "al
                               f"routed={routed!r} asks for {[pieces[p] for p in sorted(want)]} "
                               f"(missing {missing}, extra {extra}); accepted: blocks covering exactly the "
                               f"routed pieces")
-    return BlockSpec(tuple(names), tuple(members), shared, pieces)
+    if sizes is not None:
+        if (not isinstance(sizes, list | tuple) or len(sizes) != len(names)
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in sizes)):
+            raise ConfigError(f"{_WHERE}: sizes={sizes!r}; accepted: {len(names)} positive numbers, one per block "
+                              f"({', '.join(names)})")
+        sizes = tuple(float(v) for v in sizes)
+    return BlockSpec(tuple(names), tuple(members), shared, pieces, sizes)
 
 
 def _block_items(blocks: Any) -> list[tuple[str, Any]]:
@@ -209,7 +226,8 @@ def _freeze_blocks(blocks: Any) -> Any:
 
 @register_method("routing")
 def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any = None, shared: int = 0,
-            routed: str | Sequence[str] = "all", l1: float = 0.0, **base_hparams) -> Method:
+            routed: str | Sequence[str] = "all", l1: float = 0.0, sizes: Sequence[float] | None = None,
+            **base_hparams) -> Method:
     """Gradient routing around a base method.
 
     Args:
@@ -219,6 +237,7 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
             routed piece, in task order.
         shared: units at the end of each routed layer that every example updates.
         routed: ``"all"`` or the list of piece names to route; other pieces update every unit.
+        sizes: relative block sizes, one per block (None: equal split).
         l1: weight of an L1 penalty on the routed layers' activations (mean absolute
             activation, averaged over the routed layers), added to the objective. Its
             gradient is *not* routed: every example pushes every unit towards silence,
@@ -247,6 +266,9 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
         raise ConfigError(f"{_WHERE}: routed={routed!r}; accepted: 'all' or a list of piece names")
     if not isinstance(l1, int | float) or isinstance(l1, bool) or not 0 <= l1 < float("inf"):
         raise ConfigError(f"{_WHERE}: l1={l1!r}; accepted: a finite number >= 0")
+    if sizes is not None and (not isinstance(sizes, list | tuple) or not sizes or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in sizes)):
+        raise ConfigError(f"{_WHERE}: sizes={sizes!r}; accepted: None or positive numbers, one per block")
     layer_set = tuple(layer_list)
     frozen_blocks = _freeze_blocks(blocks)
     routed_rec = routed if routed == "all" else tuple(routed)
@@ -254,7 +276,8 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
 
     def spec_for(task: Task) -> BlockSpec:
         if task not in specs:
-            specs[task] = block_spec(task, frozen_blocks, routed_rec, shared)
+            specs[task] = block_spec(task, frozen_blocks, routed_rec, shared,
+                                     None if sizes is None else tuple(sizes))
         return specs[task]
 
     def routed_apply(task: Task, apply, piece: jax.Array, acts: list | None = None):
@@ -301,7 +324,8 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
             return value
 
     hparams = (("base", base), ("layers", layer_set), ("blocks", frozen_blocks), ("shared", shared),
-               ("routed", routed_rec), ("l1", l1), *inner.hparams)
+               ("routed", routed_rec), ("l1", l1), ("sizes", None if sizes is None else tuple(sizes)),
+               *inner.hparams)
     return Method("routing", head_dim=inner.head_dim, loss=inner.loss, predict=inner.predict,
                   extra_inputs=inner.extra_inputs, forward=forward, objective=objective, tx=inner.tx,
                   hparams=hparams)
