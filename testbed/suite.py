@@ -347,7 +347,29 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
            "_meta": pd.DataFrame([{"timing": result.timing, "provenance": result.provenance}])}
     if "routing" in cell.analyses and len(task.pieces) >= 2:
         out.update(routing_tables(task, result, cell))
+        out["history"] = pd.concat([hist, routing_history_rows(out, int(hist["step"].max()))], ignore_index=True)
     return out
+
+
+def routing_history_rows(tables: Mapping[str, pd.DataFrame], step: int) -> pd.DataFrame:
+    """The routing measurements as history rows at the final step (split "train"):
+    ``localization`` per piece, ``ablated_loss:<block>`` per piece, ``recovery_step``
+    per piece, and ``identification`` and ``recovery_ratio`` per run (piece "all")."""
+    hp = ["lr", "weight_decay", "init_scale", "run", "seed"]
+    parts = []
+    loc = tables["localization"]
+    parts.append(loc[hp + ["piece"]].assign(metric="localization", value=loc["score"]))
+    abl = tables["ablation"]
+    abl = abl[(abl["metric"] == "loss") & (abl["block"] != "none")]
+    parts.append(abl[hp + ["piece"]].assign(metric="ablated_loss:" + abl["block"].astype(str), value=abl["value"]))
+    ident = tables["identification"]
+    parts.append(ident[hp].assign(piece="all", metric="identification", value=ident["accuracy"]))
+    rec = tables["recovery"]
+    parts.append(rec[hp + ["piece"]].assign(metric="recovery_step", value=rec["recovery_step"]))
+    per_run = rec.drop_duplicates("run")
+    parts.append(per_run[hp].assign(piece="all", metric="recovery_ratio", value=per_run["ratio"]))
+    rows = pd.concat(parts, ignore_index=True).assign(step=step, split="train")
+    return rows[["lr", "weight_decay", "init_scale", "run", "seed", "step", "split", "piece", "metric", "value"]]
 
 
 def routing_tables(task, result, cell: Cell) -> dict[str, pd.DataFrame]:

@@ -197,6 +197,9 @@ def test_routing_analyses_are_stored_compared_and_plotted(tmp_path):
     tables = analysed_tables(tmp_path / "results" / "tinyroute", s)
     for name in ("ablation", "localization", "identification", "recovery", "recovery_curves"):
         assert set(tables[name]["method"]) == {"mse", "routed"}, name
+    h = tables["history"]
+    assert {"localization", "identification", "recovery_ratio", "recovery_step"} <= set(h["metric"])
+    assert any(str(m).startswith("ablated_loss:") for m in h["metric"].unique())
     out = comparison(tables)
     loc = out["routing_localization"]
     assert set(loc["label"]) == {"mse", "routed"} and "two_slopes" in loc.columns
