@@ -66,3 +66,15 @@ class UnknownNameError(ConfigError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return self.args[0]
+
+
+def call_factory(kind: str, name: str, factory, kwargs: dict, returns: type):
+    """Call a registered factory, turning bad keyword arguments into a ConfigError and
+    refusing a result of the wrong type (shared by the task and method registries)."""
+    try:
+        out = factory(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{kind} {name!r}: bad arguments {sorted(kwargs)} ({e})") from None
+    if not isinstance(out, returns):
+        raise ConfigError(f"{kind} factory {name!r} returned {type(out).__name__}, not a {returns.__name__}")
+    return out

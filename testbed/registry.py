@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from testbed.errors import ConfigError, SpecError, UnknownNameError
+from testbed.errors import ConfigError, SpecError, UnknownNameError, call_factory
 from testbed.spec import load_task, read_spec
 from testbed.task import Task
 
@@ -102,13 +102,7 @@ def make_task(name: str, **overrides) -> Task:
     if name in _FACTORIES:
         key = (name, None, tuple(sorted(overrides.items())))
         if key not in _CACHE:
-            try:
-                task = _FACTORIES[name](**overrides)
-            except TypeError as e:
-                raise ConfigError(f"task {name!r}: bad override ({e})") from None
-            if not isinstance(task, Task):
-                raise ConfigError(f"task factory {name!r} returned {type(task).__name__}, not a Task")
-            _CACHE[key] = task
+            _CACHE[key] = call_factory("task", name, _FACTORIES[name], overrides, Task)
         return _CACHE[key]
     files = spec_files()
     if name not in files:

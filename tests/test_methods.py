@@ -85,7 +85,7 @@ def test_make_method_errors_and_cache():
         testbed.make_method("nope")
     with pytest.raises(ConfigError, match="encoding 'x' unknown; accepted: hl_gauss, two_hot"):
         testbed.make_method("ce", encoding="x")
-    with pytest.raises(ConfigError, match="bad hyperparameters"):
+    with pytest.raises(ConfigError, match="method .mse.: bad arguments"):
         testbed.make_method("mse", bins=3)
     with pytest.raises(ConfigError, match="already registered"):
         testbed.register_method("mse")(lambda: None)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from testbed.errors import ConfigError, UnknownNameError
+from testbed.errors import ConfigError, UnknownNameError, call_factory
 from testbed.task import Batch, Task
 
 
@@ -106,13 +106,7 @@ def make_method(name: str | Method, **hparams) -> Method:
         raise UnknownNameError("method", name, list(_FACTORIES))
     key = (name, _freeze(hparams))
     if key not in _CACHE:
-        try:
-            method = _FACTORIES[name](**hparams)
-        except TypeError as e:
-            raise ConfigError(f"method {name!r}: bad hyperparameters {sorted(hparams)} ({e})") from None
-        if not isinstance(method, Method):
-            raise ConfigError(f"method factory {name!r} returned {type(method).__name__}, not a Method")
-        _CACHE[key] = method
+        _CACHE[key] = call_factory("method", name, _FACTORIES[name], hparams, Method)
     return _CACHE[key]
 
 
