@@ -80,7 +80,8 @@ def spec_files() -> dict[str, Path]:
 
 def list_tasks() -> list[str]:
     """Names of every registered task, sorted."""
-    return sorted([*_python_names(), *spec_files()])
+    files = spec_files()  # also registers the built-in Python tasks
+    return sorted([*_FACTORIES, *files])
 
 
 def make_task(name: str, **overrides) -> Task:
@@ -112,11 +113,6 @@ def make_task(name: str, **overrides) -> Task:
     if key not in _CACHE:
         _CACHE[key] = load_task(path, **overrides)
     return _CACHE[key]
-
-
-def _python_names() -> list[str]:
-    _ensure_python_tasks()
-    return list(_FACTORIES)
 
 
 def _ensure_python_tasks() -> None:

@@ -393,8 +393,8 @@ def build_task(*, name: str, description: str, domain: Domain, pieces: list[Piec
     if len(widths) != 1:
         raise err(f"pieces return targets of different widths {sorted(widths)}", "pieces")
     width = widths.pop()
-    if out_dim is None:
-        out_dim = width if target not in ("class",) else out_dim
+    if out_dim is None and target != "class":  # class tasks give their class count
+        out_dim = width
     for p, o, m in zip(pieces, outs, masks, strict=True):
         vals = o[m]
         if not np.isfinite(vals).all():
