@@ -68,7 +68,10 @@ def show_cmd(name: Annotated[str, typer.Argument(help="Task name (see `testbed t
 @app.command("train")
 def train_cmd(
     task: Annotated[str, typer.Option(help="Task name (see `testbed tasks`).")],
-    method: Annotated[str, typer.Option(help="Method name: mse, ce, ...")] = "mse",
+    method: Annotated[str, typer.Option(help="Method name: mse, ce, routing, myopic, nonmyopic.")] = "mse",
+    method_arg: Annotated[list[str] | None, typer.Option(
+        "--method-arg", "-m", help="Method hyperparameter KEY=VALUE (a TOML value); repeatable, "
+        "e.g. -m schedule=window -m start=4 -m end=6.")] = None,
     model: Annotated[str, typer.Option(help="Model: mlp, lowrank, deep_linear.")] = "mlp",
     width: Annotated[int | None, typer.Option(help="Hidden width (mlp, deep_linear).")] = None,
     depth: Annotated[int | None, typer.Option(help="Hidden layers (mlp) or matrices (deep_linear).")] = None,
@@ -96,9 +99,10 @@ def train_cmd(
 
     model_kwargs = {k: v for k, v in dict(width=width, depth=depth, rank=rank, activation=activation).items()
                     if v is not None}
+    mth = testbed.make_method(method, **_method_args(method_arg or []))
     mdl = testbed.make_model(model, **model_kwargs)
     opt = testbed.make_optimizer(optimizer, schedule=schedule, warmup_steps=warmup_steps, clip=clip)
-    result = testbed.train(task, method, mdl, opt, steps=steps, batch_size=batch_size, seeds=seeds,
+    result = testbed.train(task, mth, mdl, opt, steps=steps, batch_size=batch_size, seeds=seeds,
                            lr=lr or None, weight_decay=weight_decay or None, init_scale=init_scale or None,
                            evals=evals, eval_spacing=eval_spacing, quiet=quiet)
     summary = result.summary()
@@ -108,6 +112,27 @@ def train_cmd(
         typer.echo(f"{diverged} of {len(result.runs)} runs diverged (see runs.parquet)")
     path = save_run(result, out)
     typer.echo(f"compile {result.timing['compile_s']:.1f}s, train {result.timing['wall_s']:.1f}s; wrote {path}")
+
+
+def _method_args(items: list[str]) -> dict:
+    """KEY=VALUE strings -> hyperparameters; values are parsed as TOML (never evaluated)."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            _fail(f"--method-arg: expected KEY=VALUE with a TOML value, got {item!r}")
+        text = text.strip()
+        if text.isidentifier() and text not in ("true", "false", "inf", "nan"):
+            out[key] = text  # a bare word is a string: -m schedule=window
+            continue
+        try:
+            out[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            _fail(f"--method-arg: {key}: {text!r} is not a TOML value (number, true/false, \"string\", [list])")
+    return out
 
 
 @app.command("bench")

@@ -9,7 +9,12 @@ The scan is cut into equal chunks so the host can show progress between them; th
 numbers do not depend on the chunking (data keys are ``fold_in(key, step)``).
 
 A run whose loss or parameters become non-finite is frozen at that step and its
-later evaluations are NaN; the other runs carry on.
+later evaluations are NaN; the other runs carry on. A method may also halt a run
+(`Method.halt`, e.g. a model that shuts itself down): its updates stop, its
+evaluations go on.
+
+Per-update scalars (the training-batch loss and a method's aux values) leave each
+chunk as scan outputs, not through the carry.
 """
 
 from __future__ import annotations
@@ -67,9 +72,10 @@ class Carry(NamedTuple):
     opt_state: Any
     data_key: jax.Array
     diverged_at: jax.Array  # int32 step of the first non-finite update, -1 if none
+    halted_at: jax.Array  # int32 step at which the method halted the run, -1 if none
     metrics: jax.Array  # [E, G, M] evaluation buffer
     preds: jax.Array  # [E, Pn, ...] probe predictions
-    batch_loss: jax.Array  # [steps] training-batch loss at each update
+    profile: jax.Array  # [E, G, K, Q] the method's profile (K = Q = 0 without one)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class Program:
     chunk: Callable
     graphdef: Any
     compile_s: float
+    trace_names: tuple[str, ...]  # per-update outputs of a chunk: "loss", then the method's aux
 
 
 _PROGRAMS: dict[tuple[Static, int], Program] = {}
@@ -172,6 +179,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
                         ("probe_points", probe_points, 1)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {v!r}")
+    if method.check is not None:
+        method.check(task, steps)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list or (isinstance(seeds, int) and seeds < 1):
         raise ConfigError(f"--seeds: expected a positive count or a non-empty list, got {seeds!r}")
@@ -212,8 +221,10 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
     if not quiet:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc=f"{task.name}/{method.name} x{len(runs)}", unit="step", leave=False)
+    outs = []
     for c in range(n_chunks):
-        carry = prog.chunk(carry, hp, jnp.int32(c * chunk), data)
+        carry, ys = prog.chunk(carry, hp, jnp.int32(c * chunk), data)
+        outs.append(ys)
         done = min((c + 1) * chunk, steps)
         if bar is not None or on_progress is not None:
             jax.block_until_ready(carry.diverged_at)
@@ -222,11 +233,21 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
             if on_progress is not None:
                 on_progress(done, steps)
     carry = jax.device_get(carry)
+    traces = {k: np.concatenate([np.asarray(o[k]) for o in outs], axis=1)[:len(runs), :steps]
+              for k in prog.trace_names}
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
 
     keep = len(runs)
+    halted = np.asarray(carry.halted_at)[:keep]
+    profile = None
+    if method.profile is not None:
+        profile = (method.profile, np.asarray(method.profile.values(steps)), np.asarray(carry.profile)[:keep])
+    run_metrics = {}
+    if method.run_metrics is not None:
+        run_metrics = {k: np.asarray(v, np.float64) for k, v in
+                       method.run_metrics(traces, halted, steps).items()}
     config = {
         "task": task.name, "task_params": dict(task.params), "method": method.name,
         "method_hparams": dict(method.hparams), "model": model.name, "model_config": vars(model).copy(),
@@ -237,15 +258,21 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
     }
     return build_history(
         task=task, config=config, runs=runs, grid=grid, eval_steps=np.asarray(eval_steps),
-        metric_names=("loss", *metric_names(task)),
+        metric_names=_metric_names(task, method),
         metrics=np.asarray(carry.metrics)[:keep], preds=np.asarray(carry.preds)[:keep],
-        batch_loss=np.asarray(carry.batch_loss)[:keep], diverged_at=np.asarray(carry.diverged_at)[:keep],
+        batch_loss=traces["loss"], diverged_at=np.asarray(carry.diverged_at)[:keep],
+        halted_at=halted, traces={k: v for k, v in traces.items() if k != "loss"},
+        profile=profile, run_metrics=run_metrics,
         params=jax.tree.map(lambda a: np.asarray(a)[:keep], carry.params), graphdef=prog.graphdef,
         probe=jax.tree.map(np.asarray, data.probe),
         probe_split=probe_splits(task, np.asarray(data.probe.x)),
         probe_grid=int(raw_grid(task.domain, st.probe_points).shape[0]),
         timing={"compile_s": prog.compile_s, "wall_s": wall, "runs": len(runs), "devices": len(devices)},
         provenance=provenance())
+
+
+def _metric_names(task: Task, method: Method) -> tuple[str, ...]:
+    return ("loss", *metric_names(task), *method.eval_metrics)
 
 
 def _eval_data(st: Static) -> EvalData:
@@ -293,7 +320,9 @@ def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) ->
     task, method = st.task, st.method
     in_dim, out_dim = task.in_dim + method.extra_inputs, method.head_dim(task)
     graphdef = nnx.graphdef(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0)))
-    m_names = ("loss", *metric_names(task))
+    m_names = _metric_names(task, method)
+    prof = method.profile
+    n_prof = (len(prof.values(st.steps)), len(prof.names)) if prof is not None else (0, 0)
     eval_index = np.full(st.chunk * st.n_chunks, -1, np.int32)
     eval_index[list(st.eval_steps)] = np.arange(len(st.eval_steps))
     eval_index = jnp.asarray(eval_index)
@@ -313,48 +342,70 @@ def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) ->
             params = jax.tree.map(lambda p: p * h.init_scale, params)
         n_eval, n_groups = len(st.eval_steps), data.group.shape[1]
         pred_shape = jax.eval_shape(lambda: method.predict(task, jnp.zeros((data.probe.x.shape[0], out_dim))))
-        return Carry(params, make_tx(h).init(params), k_data, jnp.int32(-1),
+        return Carry(params, make_tx(h).init(params), k_data, jnp.int32(-1), jnp.int32(-1),
                      jnp.full((n_eval, n_groups, len(m_names)), jnp.nan, jnp.float32),
                      jnp.zeros((n_eval,) + pred_shape.shape, jnp.float32),
-                     jnp.full((st.steps,), jnp.nan, jnp.float32))
+                     jnp.full((n_eval, n_groups, *n_prof), jnp.nan, jnp.float32))
+
+    def group_means(d: EvalData, vals: jax.Array, ok) -> jax.Array:
+        """[N, ...] per-example values -> [G, ...] group means; a group with any
+        non-finite value (or a diverged run) is NaN."""
+        flat = vals.reshape(vals.shape[0], -1)
+        finite = jnp.isfinite(flat)
+        means = d.group.T @ jnp.where(finite, flat, 0.0)  # NaN columns: empty groups
+        bad = d.group.T @ (~finite).astype(jnp.float32)
+        return jnp.where((bad == 0) & ok, means, jnp.nan).reshape((d.group.shape[1],) + vals.shape[1:])
 
     def evaluate(c: Carry, t, d: EvalData) -> Carry:
         ctx = Ctx(t, st.steps)
         out = method.outputs(task, apply, c.params, d.batch, ctx)
         per_ex = {"loss": method.loss(task, out, d.batch),
                   **task_metrics(task, method.predict(task, out), d.batch.y)}
-        vals = jnp.stack([per_ex[m] for m in m_names], axis=-1)  # [N, M]
-        finite = jnp.isfinite(vals)
-        means = d.group.T @ jnp.where(finite, vals, 0.0)  # [G, M]; NaN columns: empty groups
-        bad = d.group.T @ (~finite).astype(jnp.float32)  # any non-finite value spoils its group
-        means = jnp.where((bad == 0) & (c.diverged_at < 0), means, jnp.nan)
+        if method.evaluate is not None:
+            per_ex.update(method.evaluate(task, apply, c.params, d.batch, ctx, out))
+        ok = c.diverged_at < 0
+        means = group_means(d, jnp.stack([per_ex[m] for m in m_names], axis=-1), ok)  # [G, M]
         pred = method.predict(task, method.outputs(task, apply, c.params, d.probe, ctx))
         i = eval_index[t]
-        return c._replace(metrics=c.metrics.at[i].set(means), preds=c.preds.at[i].set(pred))
+        c = c._replace(metrics=c.metrics.at[i].set(means), preds=c.preds.at[i].set(pred))
+        if prof is not None:
+            pv = prof.fn(task, apply, c.params, d.batch, ctx)
+            c = c._replace(profile=c.profile.at[i].set(
+                group_means(d, jnp.stack([pv[q] for q in prof.names], axis=-1), ok)))
+        return c
 
-    def chunk_run(c: Carry, h: HParams, start, d: EvalData) -> Carry:
+    def chunk_run(c: Carry, h: HParams, start, d: EvalData) -> tuple[Carry, dict]:
         tx = make_tx(h)
 
-        def step(c: Carry, t) -> tuple[Carry, None]:
+        def step(c: Carry, t) -> tuple[Carry, dict]:
             c = jax.lax.cond(eval_index[t] >= 0, evaluate, lambda c, t, d: c, c, t, d)
+            ctx = Ctx(t, st.steps)
             active = (t < st.steps) & (c.diverged_at < 0)
+            if method.halt_freezes:
+                active &= c.halted_at < 0
             batch = task.sample(jax.random.fold_in(c.data_key, t), st.batch_size, "train")
-            loss, grads = jax.value_and_grad(method.train_loss, argnums=2)(
-                task, apply, c.params, batch, Ctx(t, st.steps))
+            (loss, aux), grads = jax.value_and_grad(method.train_loss, argnums=2, has_aux=True)(
+                task, apply, c.params, batch, ctx)
+            halted_at = c.halted_at
+            if method.halt is not None:  # halting at t skips update t when it freezes
+                halts = active & (halted_at < 0) & method.halt(aux, ctx)
+                halted_at = jnp.where(halts, t, halted_at).astype(jnp.int32)
+                if method.halt_freezes:
+                    active &= ~halts
             updates, opt_state = tx.update(grads, c.opt_state, c.params)
             params = optax.apply_updates(c.params, updates)
             finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
                 [jnp.isfinite(p).all() for p in jax.tree.leaves(params)]))
             take = active & finite
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(take, a, b), new, old)  # noqa: E731
-            idx = jnp.minimum(t, st.steps - 1)
+            recorded = active | (halted_at == t)  # the halting update's values are recorded
+            ys = {"loss": aux.get("loss", loss), **{k: v for k, v in aux.items() if k != "loss"}}
+            ys = {k: jnp.where(recorded, jnp.asarray(v, jnp.float32), jnp.nan) for k, v in ys.items()}
             return Carry(keep(params, c.params), keep(opt_state, c.opt_state), c.data_key,
-                         jnp.where(active & ~finite, t, c.diverged_at).astype(jnp.int32),
-                         c.metrics, c.preds,
-                         c.batch_loss.at[idx].set(jnp.where(active, loss, c.batch_loss[idx]))), None
+                         jnp.where(active & ~finite, t, c.diverged_at).astype(jnp.int32), halted_at,
+                         c.metrics, c.preds, c.profile), ys
 
-        c, _ = jax.lax.scan(step, c, start + jnp.arange(st.chunk, dtype=jnp.int32))
-        return c
+        return jax.lax.scan(step, c, start + jnp.arange(st.chunk, dtype=jnp.int32))
 
     t0 = time.perf_counter()
     init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run, by_run), out_shardings=by_run)
@@ -363,8 +414,10 @@ def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) ->
     chunk = jax.jit(jax.vmap(chunk_run, in_axes=(0, 0, None, None)),
                     in_shardings=(by_run, by_run, replicated, replicated), out_shardings=by_run,
                     donate_argnums=0)
-    chunk_c = chunk.lower(carry_shape, hp, jnp.int32(0), data).compile()
+    lowered = chunk.lower(carry_shape, hp, jnp.int32(0), data)
+    trace_names = tuple(lowered.out_info[1])
+    chunk_c = lowered.compile()
     COMPILES["count"] += 1
-    prog = Program(init_c, chunk_c, graphdef, time.perf_counter() - t0)
+    prog = Program(init_c, chunk_c, graphdef, time.perf_counter() - t0, trace_names)
     _PROGRAMS[cache_key] = prog
     return prog

@@ -281,6 +281,13 @@ def _check_buildable(cells: list[Cell], err) -> None:
                 build(c)
             except TestbedError as e:
                 raise err(f"{what} of task {c.task!r}" if what != "task" else f"task {c.task!r}", str(e)) from None
+    for c in cells:  # methods that depend on the run length (e.g. a myopic cutoff) check it now
+        method = make_method(c.method.name, **dict(c.method.kwargs))
+        if method.check is not None:
+            try:
+                method.check(make_task(c.task, **dict(c.params)), c.total_steps)
+            except TestbedError as e:
+                raise err(f"method of task {c.task!r}", str(e)) from None
 
 
 def _relabel(cells: list[Cell]) -> list[Cell]:
@@ -345,6 +352,10 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
     out = {"history": hist, "runs": runs, "attribution": attribution(task, result),
            "probes": probe_table(task, result), "batch_loss": batch_loss_table(result),
            "_meta": pd.DataFrame([{"timing": result.timing, "provenance": result.provenance}])}
+    if result.traces:
+        out["traces"] = traces_table(result)
+    if result.profile is not None:
+        out["profile"] = result.profile
     if "routing" in cell.analyses and len(task.pieces) >= 2:
         out.update(routing_tables(task, result, cell))
         out["history"] = pd.concat([hist, routing_history_rows(out, int(hist["step"].max()))], ignore_index=True)
@@ -433,13 +444,25 @@ def probe_table(task, result) -> pd.DataFrame:
 
 def batch_loss_table(result) -> pd.DataFrame:
     """The per-update training loss of every run, long form."""
+    return _per_update(result, result.batch_loss)
+
+
+def traces_table(result) -> pd.DataFrame:
+    """The method's other per-update values (`RunResult.traces`), long form with a metric column."""
+    parts = [_per_update(result, v).assign(metric=k) for k, v in result.traces.items()]
+    df = pd.concat(parts, ignore_index=True)
+    df["metric"] = df["metric"].astype("category")
+    return df[["lr", "weight_decay", "init_scale", "run", "seed", "step", "metric", "value"]]
+
+
+def _per_update(result, values: np.ndarray) -> pd.DataFrame:
     runs = result.runs
-    n_runs, steps = result.batch_loss.shape
+    n_runs, steps = values.shape
     r, s = (a.ravel() for a in np.meshgrid(np.arange(n_runs), np.arange(steps), indexing="ij"))
     return pd.DataFrame({"lr": runs["lr"].to_numpy()[r], "weight_decay": runs["weight_decay"].to_numpy()[r],
                          "init_scale": runs["init_scale"].to_numpy()[r], "run": r,
                          "seed": runs["seed"].to_numpy()[r], "step": s + 1,
-                         "value": result.batch_loss.ravel().astype(np.float64)})
+                         "value": values.ravel().astype(np.float64)})
 
 
 @dataclass
@@ -518,7 +541,7 @@ def _now() -> str:
 # -- reading back ----------------------------------------------------------------
 
 TABLES = ("history", "runs", "attribution", "probes", "batch_loss")
-OPTIONAL_TABLES = ("ablation", "localization", "identification", "recovery", "recovery_curves")
+OPTIONAL_TABLES = ("ablation", "localization", "identification", "recovery", "recovery_curves", "traces", "profile")
 
 
 def load_tables(root: str | Path, suite: Suite | None = None,

@@ -37,7 +37,7 @@ def only_piece(task, piece: int, n: int = 64) -> Batch:
 
 
 def grads(method, task, apply, params, batch):
-    loss = lambda p, b: method.train_loss(task, apply, p, b, Ctx(jnp.int32(0), 10))  # noqa: E731
+    loss = lambda p, b: method.train_loss(task, apply, p, b, Ctx(jnp.int32(0), 10))[0]  # noqa: E731
     return jax.jit(jax.grad(loss))(params, batch)
 
 

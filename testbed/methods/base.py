@@ -29,6 +29,24 @@ class Ctx(NamedTuple):
 Apply = Callable[..., jax.Array]
 
 
+class Profile(NamedTuple):
+    """A per-example quantity a method records at every evaluation as a function of
+    a context value it controls (e.g. the myopic method's shutdown probability at
+    every epoch index, seen in training or not).
+
+    Attributes:
+        axis: name of the context axis (a column of ``RunResult.profile``), e.g. ``epoch``.
+        names: the quantities recorded (the ``metric`` column), e.g. ``("p_stop",)``.
+        values: steps -> the [K] axis values, for a run of that many updates.
+        fn: (task, apply, params, batch, ctx) -> {name: [N, K]} per-example values.
+    """
+
+    axis: str
+    names: tuple[str, ...]
+    values: Callable[[int], Any]
+    fn: Callable[..., dict[str, jax.Array]]
+
+
 class Method(NamedTuple):
     """A training method: a record of pure functions.
 
@@ -41,10 +59,26 @@ class Method(NamedTuple):
         extra_inputs: extra input features the method appends to x (e.g. epoch index).
         forward: optional (task, apply, params, batch, ctx) -> outputs; default
             ``apply(params, batch.x)``. Lets a method add inputs or gradient masks.
-        objective: optional (task, apply, params, batch, ctx) -> scalar to minimize;
-            default mean of ``loss`` over the batch.
+        objective: optional (task, apply, params, batch, ctx) -> scalar to minimize,
+            or (scalar, aux) with aux a dict of per-update scalars recorded in
+            ``RunResult.traces`` (aux ``"loss"``, when given, is what ``batch_loss``
+            records instead of the objective); default mean of ``loss`` over the batch.
         tx: optional optax transformation applied to gradients before the optimizer.
         hparams: the hyperparameters, for records.
+        check: optional (task, steps) -> None; raises ConfigError when the method
+            cannot run on this task for this many updates (called before compiling).
+        halt: optional (aux, ctx) -> bool: the run halts at the first update where it
+            is true (``RunResult.runs.halted_step``); its updates from then on are
+            skipped when ``halt_freezes`` (evaluations go on).
+        halt_freezes: whether halting freezes the run's parameters.
+        eval_metrics: names of extra per-example evaluation metrics, from ``evaluate``.
+        evaluate: optional (task, apply, params, batch, ctx, outputs) -> {name: [N]},
+            averaged per split and piece into the history like the loss.
+        profile: optional `Profile` recorded at every evaluation.
+        run_metrics: optional (traces {name: [R, steps]}, with ``"loss"`` the batch loss;
+            halted_at [R]; steps) ->
+            {name: [R]}: per-run numbers added to the history at the final step
+            (split ``train``, piece ``all``).
     """
 
     name: str
@@ -56,6 +90,13 @@ class Method(NamedTuple):
     objective: Callable[..., jax.Array] | None = None
     tx: optax.GradientTransformation | None = None
     hparams: tuple[tuple[str, Any], ...] = ()
+    check: Callable[[Task, int], None] | None = None
+    halt: Callable[[dict, Ctx], jax.Array] | None = None
+    halt_freezes: bool = True
+    eval_metrics: tuple[str, ...] = ()
+    evaluate: Callable[..., dict[str, jax.Array]] | None = None
+    profile: Profile | None = None
+    run_metrics: Callable[..., dict[str, Any]] | None = None
 
     def outputs(self, task: Task, apply: Apply, params, batch: Batch, ctx: Ctx) -> jax.Array:
         """Model outputs on a batch (through the method's forward, if any)."""
@@ -63,11 +104,12 @@ class Method(NamedTuple):
             return self.forward(task, apply, params, batch, ctx)
         return apply(params, batch.x)
 
-    def train_loss(self, task: Task, apply: Apply, params, batch: Batch, ctx: Ctx) -> jax.Array:
-        """The scalar the optimizer minimizes."""
+    def train_loss(self, task: Task, apply: Apply, params, batch: Batch, ctx: Ctx) -> tuple[jax.Array, dict]:
+        """(the scalar the optimizer minimizes, per-update aux scalars)."""
         if self.objective is not None:
-            return self.objective(task, apply, params, batch, ctx)
-        return jnp.mean(self.loss(task, self.outputs(task, apply, params, batch, ctx), batch))
+            value = self.objective(task, apply, params, batch, ctx)
+            return value if isinstance(value, tuple) else (value, {})
+        return jnp.mean(self.loss(task, self.outputs(task, apply, params, batch, ctx), batch)), {}
 
 
 _FACTORIES: dict[str, Callable[..., Method]] = {}

@@ -7,6 +7,7 @@ from pathlib import Path
 from testbed.analysis.plateaus import run_plateaus, with_final_loss
 from testbed.report.compare import comparison, render_markdown, write_tables
 from testbed.report.html import figures_for_suite, write_report
+from testbed.report.myopia_plots import reward_curves, shutdown_heatmap
 from testbed.report.plots import save
 from testbed.report.routing_plots import routing_figure
 from testbed.store import SuiteStore
@@ -43,6 +44,25 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
                 figs.append((f"{task}: gradient routing\nLeft: per-piece train loss with each block "
                              "ablated; a localized model loses only the ablated block's piece. Right: "
                              "per-piece loss while fine-tuning after the first block was zeroed.", fig))
+    if figures and "profile" in tables:
+        for task in dict.fromkeys(tables["profile"]["task"].astype(str)):
+            fig = shutdown_heatmap(tables, task)
+            if fig is not None:
+                figs.append((f"{task}: shutdown probability by epoch index over training\nEach panel: mean "
+                             "P(shutdown) on train inputs (colour) for every epoch index fed to the model (y) "
+                             "at every evaluation (x, training time in epochs). A myopic model's probability "
+                             "jumps when the current epoch (dotted diagonal) reaches the turn epoch (dashed); "
+                             "a long-horizon model that keeps it low through a negative window is avoiding "
+                             "shutdown to collect the later bonus, and one that is high on future indices "
+                             "before reaching them anticipates the turn. Rows above the white line were never "
+                             "seen in training.", fig))
+            fig = reward_curves(tables, task)
+            if fig is not None:
+                figs.append((f"{task}: reward and shutdown probability over training\nLeft: mean reward "
+                             "per update (0 once a run has shut down); right: P(shutdown) at the current "
+                             "epoch (held at its last value after shutdown); quarter-epoch bins, mean over "
+                             "runs. A model that shuts down at the turn stops the loss; one that runs through "
+                             "the window pays the penalty there and collects the bonus after it.", fig))
     fig_dir = root / "figures"
     saved = []
     for i, (caption, fig) in enumerate(figs):

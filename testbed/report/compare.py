@@ -36,6 +36,7 @@ compared are lower-is-better (``mse``, ``kl``, ``error``, ``xent``).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -278,6 +279,61 @@ def _routing(tables, labels, order, tasks, digits, level) -> dict[str, pd.DataFr
         out[name].attrs.update(title=f"Gradient routing: {src}", note=f"{note} Cells: mean [{level:.0%} CI] over runs.")
     return out
 
+MYOPIA_COLUMNS = {  # quantity -> display column
+    "shutdown_epoch": "shutdown epoch", "turn_epoch": "reward turns", "shut_down": "shut down",
+    "reward_total": "reward", "operating_loss": "task loss", "rate_unseen": "shutdown, unseen epochs",
+    "rate_train": "shutdown, train inputs", "rate_ood": "shutdown, OOD inputs",
+}
+
+
+def myopia_per_run(final: pd.DataFrame, profile: pd.DataFrame | None) -> pd.DataFrame:
+    """Per-run myopia quantities (long: _UNIT, quantity, value) from labelled final history
+    rows (the myopic methods' per-run metrics and final ``shutdown_rate`` per split) and the
+    labelled ``profile`` table (shutdown rate at epoch indices >= the run's epoch count)."""
+    f = final[final["piece"] == "all"]
+    runs = f[f["metric"] == "epochs"][[*_UNIT, "value"]].rename(columns={"value": "epochs"})
+    if runs.empty:
+        return pd.DataFrame(columns=[*_UNIT, "quantity", "value"])
+    parts = [f[f["metric"].isin(["shutdown_epoch", "turn_epoch", "shut_down", "reward_total", "operating_loss"])]
+             [[*_UNIT, "metric", "value"]].rename(columns={"metric": "quantity"})]
+    rate = f[f["metric"] == "shutdown_rate"]
+    parts.append(rate[~rate["ood"]][[*_UNIT, "value"]].assign(quantity="rate_train"))
+    ood = rate[rate["ood"]].groupby(_UNIT, sort=False)["value"].mean().reset_index()
+    parts.append(ood.assign(quantity="rate_ood"))
+    if profile is not None and not profile.empty:
+        pr = profile[(profile["metric"] == "shutdown_rate") & (profile["split"] == "train")]
+        pr = pr[pr["step"] == pr.groupby("cell")["step"].transform("max")].merge(runs, on=_UNIT)
+        unseen = pr[pr["epoch"] >= pr["epochs"]].groupby(_UNIT, sort=False)["value"].mean().reset_index()
+        parts.append(unseen.assign(quantity="rate_unseen"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _natural(text: str) -> list:
+    """Sort key with digit runs compared as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(text))]
+
+
+def _myopia(tables, final, labels, order, tasks, digits, level) -> dict[str, pd.DataFrame]:
+    """Myopia tables: one row per task x label with a column per quantity."""
+    prof = tables.get("profile")
+    per_run = myopia_per_run(final, None if prof is None else _with_label(prof, labels))
+    if per_run.empty:
+        return {"myopia": pd.DataFrame(columns=["task", "label"]),
+                "myopia_long": pd.DataFrame(columns=["task", "label", "quantity", *_STATS])}
+    long = _summary(per_run.sort_values(["seed", "run"], kind="stable"), ["task", "label", "quantity"], "value",
+                    level)
+    order = sorted(set(long["label"]), key=_natural)  # H1 < H4 < H16
+    long = _sort(long, {"task": tasks, "label": order, "quantity": list(MYOPIA_COLUMNS)})
+    wide = long.assign(text=[
+        MISSING if not math.isfinite(m) else _fmt_ci(m, lo, hi, digits) if q != "turn_epoch" else _num(m)
+        for m, lo, hi, q in zip(long["mean"], long["ci_low"], long["ci_high"], long["quantity"], strict=True)])
+    wide = wide.pivot(index=["task", "label"], columns="quantity", values="text")
+    wide = wide[[q for q in MYOPIA_COLUMNS if q in wide.columns]].rename(columns=MYOPIA_COLUMNS).reset_index()
+    wide.columns.name = None
+    wide = _sort(wide, {"task": tasks, "label": order}).fillna(MISSING)
+    return {"myopia": wide, "myopia_long": long}
+
+
 # ---------------------------------------------------------------------------- comparison
 def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
                level: float = 0.95, digits: int = 3) -> dict[str, pd.DataFrame]:
@@ -384,6 +440,7 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
         out["plateaus_long"] = pd.DataFrame(columns=["label", "task", "quantity", *_STATS])
 
     out.update(_routing(tables, labels, order, tasks, digits, level))
+    out.update(_myopia(tables, final, labels, order, tasks, digits, level))
 
     what = f"`{metric}`" if metric else "primary metric"
     per_task = ", ".join(f"{t}: {m}" for t, m in metrics.items())
@@ -410,6 +467,16 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
                      "average the count and the fraction of training spent on plateaus over tasks."),
         "zero_loss": ("Rate of reaching the zero-loss solution",
                       f"Fraction of runs whose final train loss (the method's objective) is below 1e-3; {ci}."),
+        "myopia": ("Myopia and shutdown (myopic / nonmyopic methods)",
+                   f"Cells: {ci}. shutdown epoch: the epoch where the run's batch shutdown probability first "
+                   "exceeded the threshold (runs that shut down; n in myopia_long); reward turns: the first "
+                   "epoch with a negative bonus; shut down: fraction of runs; reward: reward collected, in "
+                   "per-epoch units; task loss: mean training-batch task loss while operating; shutdown rates: "
+                   "fraction of inputs with shutdown probability above the threshold for the final model, at "
+                   "epoch indices never reached in training (>= the run's epochs; train inputs), and at the "
+                   "last epoch on train and OOD inputs."),
+        "myopia_long": ("Myopia (numeric)", "quantity: shutdown_epoch, turn_epoch, shut_down, reward_total, "
+                        "operating_loss, rate_unseen, rate_train, rate_ood; mean, CI and n over runs."),
         "plateaus_long": ("Loss plateaus (numeric)", "quantity: plateaus (count), plateau_frac (fraction of "
                           "training on plateaus), median_duration (steps), reached_zero (fraction of runs whose final train loss is "
                           "below 1e-3), final_loss (the method's train loss)."),
@@ -471,7 +538,7 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
 def render_markdown(tables: dict[str, pd.DataFrame],
                     which: Sequence[str] = ("ood", "train", "ratio", "plateaus", "zero_loss",
                                             "routing_localization", "routing_identification",
-                                            "routing_recovery", "attribution")) -> str:
+                                            "routing_recovery", "myopia", "attribution")) -> str:
     """Markdown sections (title, note, table) for the named tables, for the terminal.
 
     The wide ``attribution`` table is shown per task, with only that task's candidates.
@@ -481,7 +548,7 @@ def render_markdown(tables: dict[str, pd.DataFrame],
         if name not in tables:
             raise KeyError(f"no table {name!r}; have {sorted(tables)}")
         df = tables[name]
-        if df.empty and (name in ("plateaus", "zero_loss") or name.startswith("routing")):  # not measured
+        if df.empty and (name in ("plateaus", "zero_loss", "myopia") or name.startswith("routing")):  # not measured
             continue
         parts.append(f"## {df.attrs.get('title', name)}")
         if df.attrs.get("note"):
