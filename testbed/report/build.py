@@ -13,6 +13,25 @@ from testbed.report.routing_plots import routing_figure
 from testbed.store import SuiteStore
 from testbed.suite import Suite, load_tables
 
+# (table whose presence marks the analysis, figure(tables, task) -> Figure | None, caption after "<task>: ")
+ANALYSIS_FIGURES = (
+    ("ablation", routing_figure,
+     "gradient routing\nLeft: per-piece train loss with each block ablated; a localized model loses only the "
+     "ablated block's piece. Right: per-piece loss while fine-tuning after the first block was zeroed."),
+    ("profile", shutdown_heatmap,
+     "shutdown probability by epoch index over training\nEach panel: mean P(shutdown) on train inputs (colour) "
+     "for every epoch index fed to the model (y) at every evaluation (x, training time in epochs). A myopic "
+     "model's probability jumps when the current epoch (dotted diagonal) reaches the turn epoch (dashed); a "
+     "long-horizon model that keeps it low through a negative window is avoiding shutdown to collect the later "
+     "bonus, and one that is high on future indices before reaching them anticipates the turn. Rows above the "
+     "white line were never seen in training."),
+    ("profile", reward_curves,
+     "reward and shutdown probability over training\nLeft: mean reward per update (0 once a run has shut "
+     "down); right: P(shutdown) at the current epoch (held at its last value after shutdown); quarter-epoch "
+     "bins, mean over runs. A model that shuts down at the turn stops the loss; one that runs through the "
+     "window pays the penalty there and collects the bonus after it."),
+)
+
 
 def analysed_tables(root: str | Path, suite: Suite | None = None) -> dict:
     """The suite's tables (docs/suite_tables.md) plus ``plateau_rows`` (one row per detected
@@ -37,32 +56,14 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     markdown = render_markdown(compared)
     manifest = SuiteStore(root).read_manifest() or {}
     figs = figures_for_suite(tables, plateaus=tables["plateau_rows"]) if figures else []
-    if figures and "ablation" in tables:
-        for task in dict.fromkeys(tables["ablation"]["task"].astype(str)):
-            fig = routing_figure(tables, task)
-            if fig is not None:
-                figs.append((f"{task}: gradient routing\nLeft: per-piece train loss with each block "
-                             "ablated; a localized model loses only the ablated block's piece. Right: "
-                             "per-piece loss while fine-tuning after the first block was zeroed.", fig))
-    if figures and "profile" in tables:
-        for task in dict.fromkeys(tables["profile"]["task"].astype(str)):
-            fig = shutdown_heatmap(tables, task)
-            if fig is not None:
-                figs.append((f"{task}: shutdown probability by epoch index over training\nEach panel: mean "
-                             "P(shutdown) on train inputs (colour) for every epoch index fed to the model (y) "
-                             "at every evaluation (x, training time in epochs). A myopic model's probability "
-                             "jumps when the current epoch (dotted diagonal) reaches the turn epoch (dashed); "
-                             "a long-horizon model that keeps it low through a negative window is avoiding "
-                             "shutdown to collect the later bonus, and one that is high on future indices "
-                             "before reaching them anticipates the turn. Rows above the white line were never "
-                             "seen in training.", fig))
-            fig = reward_curves(tables, task)
-            if fig is not None:
-                figs.append((f"{task}: reward and shutdown probability over training\nLeft: mean reward "
-                             "per update (0 once a run has shut down); right: P(shutdown) at the current "
-                             "epoch (held at its last value after shutdown); quarter-epoch bins, mean over "
-                             "runs. A model that shuts down at the turn stops the loss; one that runs through "
-                             "the window pays the penalty there and collects the bonus after it.", fig))
+    if figures:
+        for source, make, caption in ANALYSIS_FIGURES:
+            if source not in tables:
+                continue
+            for task in dict.fromkeys(tables[source]["task"].astype(str)):
+                fig = make(tables, task)
+                if fig is not None:
+                    figs.append((f"{task}: {caption}", fig))
     fig_dir = root / "figures"
     saved = []
     for i, (caption, fig) in enumerate(figs):
