@@ -34,6 +34,11 @@ def test_tasks_lists_every_task(monkeypatch, capsys):
     (["train", "--task", "step", "--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
     (["train", "--task", "step", "--bogus"], "No such option: --bogus"),
     (["show", "sine_line", "-o", "picture.jpg"], "must end in .png or .svg"),
+    (["train", "--task", "step", "--method", "myopic", "-m", "cutoff"], "--method-arg: expected KEY=VALUE"),
+    (["train", "--task", "step", "--method", "myopic", "-m", "cutoff=[1"], "cutoff: '[1' is not a TOML value"),
+    (["train", "--task", "step", "--method", "myopic", "-m", "cutoff=50", "--steps", "100"],
+     "cutoff=50 is outside the run: 100 steps of 10 are 10 epochs"),
+    (["train", "--task", "step", "--method", "mse", "-m", "bins=3"], "unexpected keyword"),
     (["compare", "no/such/folder"], "not a suite results folder"),
     (["--tasks-dir", "no/such/folder", "tasks"], "is not a folder"),
 ])
@@ -73,3 +78,19 @@ def test_user_task_folder(monkeypatch, capsys, tmp_path):
         '[[pieces]]\nname = "line"\nf = "2 * x"\n[splits]\ntrain = "x < 0"\nright = "x >= 0"\n')
     code, out, _ = run(monkeypatch, capsys, "--tasks-dir", str(tmp_path), "tasks")
     assert code == 0 and "my_line" in out
+
+
+def test_train_passes_method_arguments_and_writes_traces(monkeypatch, capsys, tmp_path):
+    import numpy as np
+
+    code, out, _ = run(monkeypatch, capsys, "train", "--task", "sine_line", "--method", "myopic", "-m", "schedule=window",
+                       "-m", "start=2", "-m", "end=3", "-m", "epoch_steps=5", "-m", "stop_on_shutdown=false",
+                       "--seeds", "2", "--steps", "20", "--width", "8", "--depth", "1", "--evals", "3",
+                       "--out", str(tmp_path), "-q")
+    assert code == 0 and "shutdown_epoch" in out and "shutdown_rate" in out
+    (folder,) = tmp_path.iterdir()
+    cfg = (folder / "config.json").read_text()
+    assert '"schedule": "window"' in cfg and '"stop_on_shutdown": false' in cfg
+    arrays = np.load(folder / "arrays.npz")
+    assert arrays["trace_p_stop"].shape == (2, 20) and np.isfinite(arrays["trace_p_stop"]).all()
+    assert set(pd.read_parquet(folder / "profile.parquet")["epoch"]) == set(range(8))
