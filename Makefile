@@ -24,10 +24,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check testbed tests benchmarks
 
-# Speed benchmark against a PyTorch loop (installs the optional torch extra).
+# Speed benchmark against a PyTorch loop (installs the optional torch extra), then the
+# hand-written JAX loop that bounds it.
 perf: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/perf/train_speed.py
+	$(PY) benchmarks/perf/xla_ceiling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
