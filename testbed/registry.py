@@ -9,6 +9,7 @@ folder of the ``TESTBED_TASKS`` path list, and in folders added with
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import os
 from collections.abc import Callable
@@ -68,7 +69,7 @@ def spec_files() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for d in task_dirs():
         for path in sorted(d.glob("*.toml")):
-            name = read_spec(path).get("name", path.stem)
+            name = _spec_name(path, path.stat().st_mtime_ns)
             if not isinstance(name, str):
                 raise SpecError("expected str", file=str(path), field="name", text=str(name))
             if name in found or name in _FACTORIES:
@@ -76,6 +77,12 @@ def spec_files() -> dict[str, Path]:
                 raise SpecError(f"task name {name!r} is already defined by {other}", file=str(path), field="name")
             found[name] = path
     return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _spec_name(path: Path, mtime_ns: int):
+    """A spec file's task name, parsed once per version of the file (the mtime is the key)."""
+    return read_spec(path).get("name", path.stem)
 
 
 def list_tasks() -> list[str]:

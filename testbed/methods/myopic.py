@@ -120,7 +120,6 @@ def _factory(name: str, horizon: int, base: str, epoch_steps: int | None, schedu
         raise ConfigError(f"{where}: schedule: unknown {schedule!r}; accepted: {', '.join(SCHEDULES)}")
     if epoch_steps is not None:
         need_int("epoch_steps", epoch_steps, 1)
-    need_int("horizon", horizon, 0)
     bonus = need_num("bonus", bonus, lambda v: v >= 0, "a number >= 0")
     penalty = need_num("penalty", penalty, lambda v: v >= 0, "a number >= 0")
     gamma = need_num("gamma", gamma, lambda v: 0 < v <= 1, "a number in (0, 1]")
@@ -174,7 +173,8 @@ def _factory(name: str, horizon: int, base: str, epoch_steps: int | None, schedu
         return jnp.minimum(ctx.step // pl.epoch_steps, pl.epochs - 1)  # the final evaluation: last epoch
 
     def with_epoch(x: jax.Array, e: jax.Array, steps: int) -> jax.Array:
-        col = jnp.broadcast_to(jnp.asarray(e, jnp.float32) / plan(steps).epochs, x.shape[:-1] + (1,))
+        """x [..., d] -> [..., d + 1] with e / E appended (e: a scalar or one index per row)."""
+        col = jnp.broadcast_to((jnp.asarray(e, jnp.float32) / plan(steps).epochs)[..., None], x.shape[:-1] + (1,))
         return jnp.concatenate([x.astype(jnp.float32), col], axis=-1)
 
     def p_stop(out: jax.Array) -> jax.Array:
@@ -193,9 +193,9 @@ def _factory(name: str, horizon: int, base: str, epoch_steps: int | None, schedu
         e = epoch(ctx)
         n, k = batch.x.shape[0], horizon + 1
         ee = e + jnp.arange(k)
-        xs = jnp.concatenate([with_epoch(batch.x, ee[j], ctx.steps) for j in range(k)])
+        xs = with_epoch(jnp.tile(batch.x, (k, 1)), jnp.repeat(ee, n), ctx.steps)  # epoch-major rows
         out = apply(params, xs)  # [k * n, head]: one forward pass over the horizon
-        tiled = Batch(xs, *(jnp.concatenate([a] * k) for a in (batch.y, batch.piece)))
+        tiled = Batch(xs, jnp.tile(batch.y, (k,) + (1,) * (batch.y.ndim - 1)), jnp.tile(batch.piece, k))
         task_loss = inner.loss(task, out[:, :-1], tiled).reshape(k, n)
         p = p_stop(out).reshape(k, n)
         bk = schedule_fn(plan(ctx.steps), schedule, bonus, penalty)(ee)

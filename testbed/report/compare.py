@@ -313,7 +313,7 @@ def _natural(text: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(text))]
 
 
-def _myopia(tables, final, labels, order, tasks, digits, level) -> dict[str, pd.DataFrame]:
+def _myopia(tables, final, labels, tasks, digits, level) -> dict[str, pd.DataFrame]:
     """Myopia tables: one row per task x label with a column per quantity."""
     prof = tables.get("profile")
     per_run = myopia_per_run(final, None if prof is None else _with_label(prof, labels))
@@ -440,7 +440,7 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
         out["plateaus_long"] = pd.DataFrame(columns=["label", "task", "quantity", *_STATS])
 
     out.update(_routing(tables, labels, order, tasks, digits, level))
-    out.update(_myopia(tables, final, labels, order, tasks, digits, level))
+    out.update(_myopia(tables, final, labels, tasks, digits, level))
 
     what = f"`{metric}`" if metric else "primary metric"
     per_task = ", ".join(f"{t}: {m}" for t, m in metrics.items())
