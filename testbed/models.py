@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from testbed.dense import Linear, matmul
 from testbed.errors import ConfigError, UnknownNameError
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -68,8 +69,8 @@ class MLPModule(nnx.Module):
 
     def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, activation: str, *, rngs: nnx.Rngs):
         dims = [in_dim] + [width] * depth
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)])
-        self.head = nnx.Linear(dims[-1], out_dim, rngs=rngs)
+        self.layers = nnx.List([Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)])
+        self.head = Linear(dims[-1], out_dim, rngs=rngs)
         self.activation = activation
 
     def __call__(self, x: jax.Array, *, masks: Sequence | None = None, ablate: Sequence | None = None,
@@ -102,8 +103,8 @@ class LowRankModule(nnx.Module):
 
     def __call__(self, x: jax.Array, *, masks: Sequence | None = None, ablate: Sequence | None = None,
                  return_hidden: bool = False):
-        h = _hidden(x @ self.u[...], 0, masks, ablate)
-        out = h @ self.v[...]
+        h = _hidden(matmul(x, self.u[...]), 0, masks, ablate)
+        out = matmul(h, self.v[...])
         return (out, [h]) if return_hidden else out
 
     def outgoing(self, i: int) -> nnx.Variable:
@@ -131,7 +132,7 @@ class DeepLinearModule(nnx.Module):
         hidden = []
         h = x
         for i, w in enumerate(self.weights):
-            h = h @ w[...]
+            h = matmul(h, w[...])
             if i < len(self.weights) - 1:
                 h = _hidden(h, i, masks, ablate)
                 hidden.append(h)
