@@ -285,13 +285,18 @@ class Task:
         low, high = jnp.asarray(s.low, jnp.float32), jnp.asarray(s.high, jnp.float32)
         cand = jax.random.uniform(key, (m, self.dim), jnp.float32, low[None, :], high[None, :])
         ok = s.where(cand)
-        count = ok.sum()
-        (idx,) = jnp.nonzero(ok, size=n, fill_value=0)
+        # The first n accepted candidates, in order: each accepted one is scattered to
+        # its rank among them (the rest are dropped). An associative scan and one
+        # scatter are about 1.6x faster on XLA:CPU than jnp.nonzero plus a gather
+        # (benchmarks/perf/sample_speed.py); the points are the same.
+        rank = jax.lax.associative_scan(jnp.add, ok.astype(jnp.int32)) - 1
+        count = rank[-1] + 1
+        slot = jnp.where(ok & (rank < n), rank, n)
+        out = jnp.zeros((n, self.dim), jnp.float32).at[slot].set(cand, mode="drop")
         # Reuse accepted points in the (astronomically rare, see candidates_needed)
         # case of a shortfall, so a batch never holds a point outside its split.
         j = jnp.arange(n)
-        idx = jnp.where(j < count, idx, idx[j % jnp.maximum(count, 1)])
-        return cand[idx]
+        return jnp.where((j < count)[:, None], out, out[j % jnp.maximum(count, 1)])
 
     def grid(self, points: int = 4096) -> jax.Array:
         """A fixed set of about ``points`` model inputs spread over the domain [m, in_dim].

@@ -124,6 +124,39 @@ def test_sampling_is_uniform_over_a_split(key):
     assert abs((x < 0).mean() - 0.5) < 0.02
 
 
+def _candidates(t, key, m, split):
+    s = t.split(split)
+    return np.asarray(jax.random.uniform(key, (m, t.dim), jnp.float32, jnp.asarray(s.low, jnp.float32)[None],
+                                         jnp.asarray(s.high, jnp.float32)[None]))
+
+
+@pytest.mark.parametrize("name", ["sine_line", "checkerboard", "radial"])
+def test_rejection_keeps_the_first_accepted_candidates_in_order(name, key):
+    """A batch is the first n candidates that land in the split (NumPy reference)."""
+    from testbed.task import candidates_needed
+
+    t = testbed.make_task(name)
+    for split in t.splits:
+        s = t.split(split)
+        m = candidates_needed(N, s.rate, rate_floor=1.5e-4)
+        cand = _candidates(t, key, m, split)
+        want = cand[np.asarray(s.where(jnp.asarray(cand)))][:N]
+        np.testing.assert_array_equal(np.asarray(t.sample_raw(key, N, split)), want)
+
+
+def test_rejection_shortfall_reuses_accepted_points(key, monkeypatch):
+    """With too few candidates (forced), accepted points repeat in order: none outside the split."""
+    import testbed.task as task_mod
+
+    t = testbed.make_task("sine_line")
+    monkeypatch.setattr(task_mod, "candidates_needed", lambda n, rate, rate_floor=0.0: n // 4)
+    raw = np.asarray(t._sample_raw(key, N, "extrapolate"))  # unjitted: sees the patched count
+    cand = _candidates(t, key, N // 4, "extrapolate")
+    accepted = cand[np.asarray(t.split("extrapolate").where(jnp.asarray(cand)))]
+    assert 0 < len(accepted) < N
+    np.testing.assert_array_equal(raw, accepted[np.arange(N) % len(accepted)])
+
+
 def test_integer_sampling_is_exact_and_uniform(key):
     t = testbed.make_task("residue_mod3")
     raw = np.asarray(t.sample_raw(key, 30000, "held_out"))[:, 0]
