@@ -26,8 +26,10 @@ MACS = 1 * WIDTH + WIDTH * WIDTH + WIDTH * 1
 FLOPS_PER_MODEL_STEP = 3 * 2 * MACS * BATCH  # forward + backward (2x forward) per update
 
 
-def matmul_peak(n: int = 2048, reps: int = 10) -> dict[str, float]:
-    """Best sustained fp32 matmul GFLOP/s, through JAX (all local devices) and NumPy."""
+def matmul_peak(n: int = 2048, reps: int = 10, trials: int = 3) -> dict[str, float]:
+    """Best sustained fp32 matmul GFLOP/s over a few trials, through JAX (all local
+    devices) and NumPy. On a shared machine this moves by +-20% from run to run, so
+    ``main`` measures it before and after the training and divides by the larger."""
     import jax
     import jax.numpy as jnp
 
@@ -38,16 +40,18 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> dict[str, float]:
                                                   jax.sharding.PartitionSpec("d")))
     f = jax.jit(lambda x: jnp.einsum("dij,djk->dik", x, x))
     f(a).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        f(a).block_until_ready()
-    out["jax"] = 2 * n**3 * len(devs) * reps / (time.perf_counter() - t0) / 1e9
     b = np.ones((n, n), np.float32)
     b @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        b @ b
-    out["numpy"] = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+    out["jax"] = out["numpy"] = 0.0
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            f(a).block_until_ready()
+        out["jax"] = max(out["jax"], 2 * n**3 * len(devs) * reps / (time.perf_counter() - t0) / 1e9)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            b @ b
+        out["numpy"] = max(out["numpy"], 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
     out["peak"] = max(out.values())
     return out
 
@@ -132,16 +136,19 @@ def main() -> None:
 
     import testbed  # noqa: F401  (first: sets one host device per core before JAX starts)
 
-    peak = matmul_peak()
+    before = matmul_peak()
     tb = bench_testbed(args.seeds, args.steps)
+    after = matmul_peak()
+    peak = max(before, after, key=lambda p: p["peak"])
     th = bench_torch_clean(args.torch_steps)
     gflops = tb["model_steps_per_s"] * FLOPS_PER_MODEL_STEP / 1e9
-    print(f"matmul peak: {peak['peak']:.1f} GFLOP/s (jax {peak['jax']:.1f}, numpy {peak['numpy']:.1f})")
+    print(f"matmul peak: {peak['peak']:.1f} GFLOP/s (jax {peak['jax']:.1f}, numpy {peak['numpy']:.1f}; "
+          f"best of before {before['peak']:.1f} and after {after['peak']:.1f} the training)")
     print(f"testbed.train: {tb['model_steps_per_s']:,.0f} model-steps/s over {tb['devices']} device(s); "
           f"{args.seeds} seeds x {args.steps} steps in {tb['run_s']:.2f} s; compile {tb['compile_s']:.2f} s")
     print(f"  achieved {gflops:.1f} GFLOP/s = {gflops / peak['peak']:.0%} of the matmul peak "
           f"({FLOPS_PER_MODEL_STEP / 1e6:.2f} MFLOP per model-step)")
-    result = {"peak": peak, "testbed": tb, "gflops": gflops, "fraction_of_peak": gflops / peak["peak"]}
+    result = {"peak": peak, "peak_before": before, "peak_after": after, "testbed": tb, "gflops": gflops, "fraction_of_peak": gflops / peak["peak"]}
     if th is None:
         print("pytorch: not installed (pip install -e '.[bench]'); no ratio")
     else:
