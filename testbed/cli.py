@@ -111,7 +111,9 @@ def train_cmd(
     if diverged:
         typer.echo(f"{diverged} of {len(result.runs)} runs diverged (see runs.parquet)")
     path = save_run(result, out)
-    typer.echo(f"compile {result.timing['compile_s']:.1f}s, train {result.timing['wall_s']:.1f}s; wrote {path}")
+    t = result.timing
+    compiled = f"compile {t['compile_s']:.1f}s" if t.get("compiled", True) else "compiled program reused"
+    typer.echo(f"{compiled}, train {t.get('run_s', t['wall_s']):.1f}s; wrote {path}")
 
 
 def _method_args(items: list[str]) -> dict:

@@ -215,7 +215,9 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
                                          init_params), by_run)
 
     t0 = time.perf_counter()
+    compiles = COMPILES["count"]
     prog = _program(st, len(runs_padded), keys, hp, p0, data, by_run, replicated)
+    t_run = time.perf_counter()
     carry = prog.init(keys, hp, p0)
     bar = None
     if not quiet:
@@ -238,6 +240,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
+    run_s = time.perf_counter() - t_run
 
     keep = len(runs)
     halted = np.asarray(carry.halted_at)[:keep]
@@ -267,7 +270,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         probe=jax.tree.map(np.asarray, data.probe),
         probe_split=probe_splits(task, np.asarray(data.probe.x)),
         probe_grid=int(raw_grid(task.domain, st.probe_points).shape[0]),
-        timing={"compile_s": prog.compile_s, "wall_s": wall, "runs": len(runs), "devices": len(devices)},
+        timing={"compile_s": prog.compile_s, "compiled": COMPILES["count"] > compiles, "wall_s": wall,
+                "run_s": run_s, "runs": len(runs), "devices": len(devices)},
         provenance=provenance())
 
 

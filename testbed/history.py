@@ -46,7 +46,9 @@ class RunResult:
             <axis>, metric, value), or None.
         params: per-run parameters, a pytree of [R, ...] arrays.
         graphdef: the NNX graph definition; with ``params`` it rebuilds a model.
-        timing: compile and wall seconds, runs, devices.
+        timing: compile_s (the program's compile seconds), compiled (whether this call
+            compiled it or reused it), wall_s (the whole call), run_s (the training
+            alone, without compiling), runs, devices.
         provenance: platform, devices, package versions, git commit.
     """
 

@@ -73,18 +73,20 @@ class CompileCounter(logging.Handler):
 def test_no_recompilation_for_new_seeds_or_hyperparameter_values():
     import jax
 
-    testbed.train("proxy_correlated", "mse", seeds=[0, 1], lr=[1e-3], **TINY)
+    first = testbed.train("proxy_correlated", "mse", seeds=[0, 1], lr=[1e-3], **TINY)
     before = engine.COMPILES["count"]
     handler = CompileCounter()
     logger = logging.getLogger("jax")
     logger.addHandler(handler)
     try:
         with jax.log_compiles(True):
-            testbed.train("proxy_correlated", "mse", seeds=[5, 6], lr=[3e-2], init_scale=[0.5], **TINY)
+            again = testbed.train("proxy_correlated", "mse", seeds=[5, 6], lr=[3e-2], init_scale=[0.5], **TINY)
     finally:
         logger.removeHandler(handler)
     assert engine.COMPILES["count"] == before
     assert handler.count == 0, "the second call compiled something"
+    assert not again.timing["compiled"] and 0 < again.timing["run_s"] <= again.timing["wall_s"]
+    assert first.timing["run_s"] < first.timing["wall_s"]  # its own compile is not training time
 
 
 def test_divergence_of_one_run_leaves_the_others_intact():
