@@ -18,8 +18,8 @@ about 20% faster (``benchmarks/perf/xla_ceiling.py`` measures both forms).
 
 A ``custom_jvp`` (not ``custom_vjp``), so forward mode (``jax.jvp``, ``jacfwd``,
 Hessians) keeps working. Thin products (fewer than ``MIN_COLUMNS`` outputs, e.g. a
-scalar head) and other backends (GPU matmul libraries take any layout) get the
-plain form. ``Linear`` is ``nnx.Linear`` computed this way (same parameters).
+scalar head), other dtypes than float32, and other backends (GPU matmul libraries
+take any layout) get the plain form. ``Linear`` is ``nnx.Linear`` computed this way (same parameters).
 """
 
 from __future__ import annotations
@@ -91,20 +91,23 @@ def _matmul_t_jvp(primals, tangents):
 _matmul_t.defjvp(_matmul_t_jvp, symbolic_zeros=True)
 
 
-def _fast(w: jax.Array) -> bool:
-    return w.ndim == 2 and w.shape[1] >= MIN_COLUMNS and jax.default_backend() == "cpu"
+def _fast(x: jax.Array, w: jax.Array) -> bool:
+    """float32 products with enough output columns, on CPU (where it was measured; in
+    bfloat16 the fused bias gradient would round differently from a plain sum)."""
+    return (w.ndim == 2 and w.shape[1] >= MIN_COLUMNS and x.dtype == w.dtype == jnp.float32
+            and jax.default_backend() == "cpu")
 
 
 def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     """``x @ w`` for ``x`` [..., k] and a matrix ``w`` [k, n] (see the module doc)."""
-    return _matmul_t(x, w) if _fast(w) else x @ w
+    return _matmul_t(x, w) if _fast(x, w) else x @ w
 
 
 def dense(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
     """``x @ w + b`` for ``x`` [..., k], ``w`` [k, n], ``b`` [n] or None (see the module doc)."""
     if b is None:
         return matmul(x, w)
-    return _dense_t(x, w, b) if _fast(w) and b.shape == (w.shape[1],) else _add_bias(x @ w, b)
+    return _dense_t(x, w, b) if _fast(x, w) and b.shape == (w.shape[1],) else _add_bias(x @ w, b)
 
 
 class Linear(nnx.Linear):

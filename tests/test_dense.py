@@ -100,8 +100,10 @@ def test_linear_is_nnx_linear():
 
 
 def test_linear_options_fall_back():
-    """No bias, or an explicit precision, still computes the plain product."""
+    """No bias, an explicit precision, or bfloat16 compute still computes the plain product."""
     x = jax.random.normal(jax.random.key(1), (10, 6))
-    for kw in ({"use_bias": False}, {"precision": jax.lax.Precision.HIGHEST}):
+    assert not _has_barrier(jax.grad(lambda w: jnp.sum(dense(x.astype(jnp.bfloat16), w, w[0]) ** 2)),
+                            jnp.ones((6, 32), jnp.bfloat16))
+    for kw in ({"use_bias": False}, {"precision": jax.lax.Precision.HIGHEST}, {"dtype": jnp.bfloat16}):
         ours, ref = Linear(6, 32, rngs=nnx.Rngs(3), **kw), nnx.Linear(6, 32, rngs=nnx.Rngs(3), **kw)
         _close(ours(x), ref(x))
