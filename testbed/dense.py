@@ -107,7 +107,8 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
     """``x @ w + b`` for ``x`` [..., k], ``w`` [k, n], ``b`` [n] or None (see the module doc)."""
     if b is None:
         return matmul(x, w)
-    return _dense_t(x, w, b) if _fast(x, w) and b.shape == (w.shape[1],) else _add_bias(x @ w, b)
+    fast = _fast(x, w) and b.shape == (w.shape[1],) and b.dtype == w.dtype  # a wider bias promotes y
+    return _dense_t(x, w, b) if fast else _add_bias(x @ w, b)
 
 
 class Linear(nnx.Linear):

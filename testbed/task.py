@@ -294,9 +294,12 @@ class Task:
         slot = jnp.where(ok & (rank < n), rank, n)
         out = jnp.zeros((n, self.dim), jnp.float32).at[slot].set(cand, mode="drop")
         # Reuse accepted points in the (astronomically rare, see candidates_needed)
-        # case of a shortfall, so a batch never holds a point outside its split.
+        # case of a shortfall, so a batch never holds a point outside its split. With
+        # none accepted at all there is no such point: the first candidates (inside the
+        # sampling box) stand in rather than the buffer's zeros.
         j = jnp.arange(n)
-        return jnp.where((j < count)[:, None], out, out[j % jnp.maximum(count, 1)])
+        reused = jnp.where(count > 0, out[j % jnp.maximum(count, 1)], cand[j % m])
+        return jnp.where((j < count)[:, None], out, reused)
 
     def grid(self, points: int = 4096) -> jax.Array:
         """A fixed set of about ``points`` model inputs spread over the domain [m, in_dim].

@@ -107,3 +107,15 @@ def test_linear_options_fall_back():
     for kw in ({"use_bias": False}, {"precision": jax.lax.Precision.HIGHEST}, {"dtype": jnp.bfloat16}):
         ours, ref = Linear(6, 32, rngs=nnx.Rngs(3), **kw), nnx.Linear(6, 32, rngs=nnx.Rngs(3), **kw)
         _close(ours(x), ref(x))
+
+
+def test_wider_bias_promotes_like_the_plain_form():
+    """A float64 bias on float32 x and w (x64 on) gives float64 outputs and gradients, as x @ w + b does."""
+    with jax.enable_x64(True):
+        x, w = jnp.ones((8, 5), jnp.float32), jnp.ones((5, 16), jnp.float32)
+        b = jnp.zeros(16, jnp.float64)
+        for i in range(3):
+            got = jax.grad(lambda *a: jnp.sum(dense(*a) ** 2), argnums=i)(x, w, b)
+            want = jax.grad(lambda *a: jnp.sum(plain(*a) ** 2), argnums=i)(x, w, b)
+            assert got.dtype == want.dtype
+            _close(got, want)

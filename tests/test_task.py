@@ -157,6 +157,26 @@ def test_rejection_shortfall_reuses_accepted_points(key, monkeypatch):
     np.testing.assert_array_equal(raw, accepted[np.arange(N) % len(accepted)])
 
 
+def test_rejection_with_nothing_accepted_stays_in_the_sampling_box(key, monkeypatch):
+    """Forced to draw too few candidates for any to land in a small split, the batch holds
+    the candidates themselves (inside the split's sampling box), not placeholder zeros."""
+    import testbed.task as task_mod
+
+    t = testbed.make_task("checkerboard")
+    split = t.ood_splits[0]
+    s = t.split(split)
+    for m in range(1, 12):
+        monkeypatch.setattr(task_mod, "candidates_needed", lambda n, rate, rate_floor=0.0, m=m: m)
+        cand = _candidates(t, key, m, split)
+        if not np.asarray(s.where(jnp.asarray(cand))).any():
+            break
+    else:
+        pytest.skip("every small candidate draw hit the split")
+    raw = np.asarray(t._sample_raw(key, N, split))
+    np.testing.assert_array_equal(raw, cand[np.arange(N) % m])
+    assert np.all((raw >= np.asarray(s.low)) & (raw <= np.asarray(s.high)))
+
+
 def test_integer_sampling_is_exact_and_uniform(key):
     t = testbed.make_task("residue_mod3")
     raw = np.asarray(t.sample_raw(key, 30000, "held_out"))[:, 0]
