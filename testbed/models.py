@@ -25,21 +25,16 @@ units in the parameters themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from testbed.activations import ACTIVATIONS
 from testbed.dense import Linear, matmul
 from testbed.errors import ConfigError, UnknownNameError
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-    "gelu": jax.nn.gelu,
-}
 
 
 def route(h: jax.Array, mask: jax.Array | None) -> jax.Array:
