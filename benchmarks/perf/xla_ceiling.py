@@ -3,9 +3,10 @@
 64 seeds of MLP 1-64-64-1, batch 256, Adam, sin(3x) targets, a ``lax.scan`` over steps,
 ``vmap`` over seeds, seeds sharded over one host device per core: nothing else (no
 evaluations, no divergence guard, no method/task indirection). With and without fresh
-data per step, and with the hidden layer written two ways: plain ``x @ w + b``, and
-``testbed.dense`` (the form the engine's models use: the weight and bias gradients as
-one product that XLA:CPU runs on its fast path). Compare its model-steps/s with
+data per step, and with the layers written two ways: plain ``x @ w + b`` with
+``jax.nn.relu``, and the form the engine's models use: ``testbed.dense`` (the weight
+and bias gradients as one product that XLA:CPU runs on its fast path) with
+``testbed.activations.relu`` (a derivative without a compare-and-select). Compare its model-steps/s with
 ``train_speed.py``'s testbed.train line, run back to back: the gap is what the
 engine's generality costs; the ceiling's fraction of the matmul peak is what XLA:CPU
 gives this model at all.
@@ -43,11 +44,13 @@ def main() -> None:
                 "w2": jax.random.normal(k2, (64, 64)) / 8, "b2": jnp.zeros(64),
                 "w3": jax.random.normal(k3, (64, 1)) / 8, "b3": jnp.zeros(1)}
 
+    from testbed.activations import relu
     from testbed.dense import dense
 
     def f(p, x, fast: bool):
-        h = jax.nn.relu(x @ p["w1"] + p["b1"])
-        h = jax.nn.relu(dense(h, p["w2"], p["b2"]) if fast else h @ p["w2"] + p["b2"])
+        act = relu if fast else jax.nn.relu
+        h = act(x @ p["w1"] + p["b1"])
+        h = act(dense(h, p["w2"], p["b2"]) if fast else h @ p["w2"] + p["b2"])
         return (h @ p["w3"] + p["b3"])[:, 0]
 
     def run(key, fresh: bool, fast: bool):
@@ -75,7 +78,7 @@ def main() -> None:
             t0 = time.perf_counter()
             fn(keys).block_until_ready()
             rate = args.seeds * steps / (time.perf_counter() - t0)
-            print(f"hand-written loop, {'testbed.dense' if fast else 'x @ w + b'}, "
+            print(f"hand-written loop, {'testbed.dense + relu' if fast else 'x @ w + b, jax.nn.relu'}, "
                   f"{'fresh data' if fresh else 'fixed data'}: {rate:,.0f} model-steps/s, "
                   f"{rate * FLOP_PER_STEP / 1e9:.1f} GFLOP/s")
 
