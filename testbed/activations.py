@@ -4,8 +4,9 @@
 gradient times ``sign(relu(x))`` (1 where x > 0, else 0) instead of
 ``select(x > 0, g, 0)``. XLA:CPU runs an elementwise loop that builds a boolean
 mask and selects about 3x slower than one that multiplies (for a [32, 256, 64]
-array on one core: 270 us against 85 us, ``benchmarks/perf/profile_step.py`` shows it
-in a training step), and the backward pass of every ReLU layer is one such loop.
+array on one core: 273 us against 82 us, ``benchmarks/perf/relu_backward.py``;
+``benchmarks/perf/profile_step.py`` shows it in a training step), and the backward
+pass of every ReLU layer is one such loop.
 Values, derivatives and higher derivatives equal ``jax.nn.relu``'s wherever the
 inputs and gradients are finite; where they are not (a run that has already
 diverged), a dead unit may pass NaN where ``jax.nn.relu`` passes 0.

@@ -5,8 +5,8 @@ data) on ONE host device pinned to ONE core, under the JAX profiler with XLA:CPU
 per-thunk trace events, and prints microseconds per training step for each op of the
 compiled step (top ``--top``), grouped into the matrix products (XLA's YNNPACK
 fusions and dots) and everything else. It also measures the same core's fp32 matmul
-peak (2048^2, best of 3) in the same process, so the products' own GFLOP/s and the
-bound they put on the whole step can be read against it:
+peak (``train_speed.matmul_peak``, through JAX) in the same process, so the products' own GFLOP/s
+and the bound they put on the whole step can be read against it:
 
     bound = step FLOPs / time of the products alone
 
@@ -22,9 +22,8 @@ import collections
 import glob
 import os
 import tempfile
-import time
 
-FLOPS_PER_MODEL_STEP = 6 * (64 + 64 * 64 + 64) * 256  # as in train_speed.py
+from train_speed import FLOPS_PER_MODEL_STEP, matmul_peak  # same folder; imports no JAX
 
 
 def main() -> None:
@@ -39,7 +38,6 @@ def main() -> None:
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
     import jax
-    import jax.numpy as jnp
     from jax._src.lib import _profile_data
 
     import testbed
@@ -52,16 +50,9 @@ def main() -> None:
         r = testbed.train("sine_line", "mse", **kw)
     step_us = r.timing["run_s"] / args.steps * 1e6
 
-    n = 2048
-    a = jnp.ones((n, n), jnp.float32)
-    mm = jax.jit(lambda a: a @ a)
-    mm(a).block_until_ready()
-    peak = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(5):
-            mm(a).block_until_ready()
-        peak = max(peak, 2 * n**3 * 5 / (time.perf_counter() - t0) / 1e9)
+    # JAX's number: one device pinned to one core. (NumPy's BLAS threads started with
+    # the import of train_speed, before the pinning, so they may use every core.)
+    peak = matmul_peak()["jax"]
 
     tot, cnt = collections.Counter(), collections.Counter()
     path = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0]
