@@ -1,29 +1,79 @@
 """Testbed: a fast, controllable lab of hand-crafted piecewise functions.
 
-The public surface. Everything not listed in ``__all__`` is private.
+The public surface. Everything not listed in ``__all__`` is private. Names are imported
+on first use (PEP 562), so ``import testbed`` and the command line start without JAX;
+the first name that needs JAX starts it (with one CPU device per core, see
+`testbed.core.platform`).
 """
 
-from testbed.platform import configure_host_devices as _configure_host_devices
+from __future__ import annotations
 
-_configure_host_devices()  # must run before JAX starts: one CPU device per core
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from testbed.analysis.ood import attribution  # noqa: E402
-from testbed.analysis.plateaus import plateau_summary, plateau_table, plateaus  # noqa: E402
-from testbed.engine import train  # noqa: E402
-from testbed.errors import ConfigError, SpecError, TestbedError, UnknownNameError  # noqa: E402
-from testbed.history import RunResult  # noqa: E402
-from testbed.methods import Ctx, Method, list_methods, make_method, register_method  # noqa: E402
-from testbed.models import MLP, DeepLinear, LowRank, make_model  # noqa: E402
-from testbed.optim import Optimizer, make_optimizer  # noqa: E402
-from testbed.registry import add_task_dir, list_tasks, make_task, register_task  # noqa: E402
-from testbed.spec import load_task  # noqa: E402
-from testbed.suite import load_suite, load_tables, run_suite  # noqa: E402
-from testbed.task import Batch, Domain, Piece, Task, build_task  # noqa: E402
+# public name -> the module that defines it
+_WHERE = {
+    "attribution": "testbed.analyses.attribution.measure",
+    "plateaus": "testbed.analyses.plateaus.detect",
+    "plateau_summary": "testbed.analyses.plateaus.detect",
+    "plateau_table": "testbed.analyses.plateaus.detect",
+    "Analysis": "testbed.analyses.base",
+    "list_analyses": "testbed.analyses.base",
+    "make_analysis": "testbed.analyses.base",
+    "register_analysis": "testbed.analyses.base",
+    "ConfigError": "testbed.core.errors",
+    "SpecError": "testbed.core.errors",
+    "TestbedError": "testbed.core.errors",
+    "UnknownNameError": "testbed.core.errors",
+    "load_plugins": "testbed.core.plugins",
+    "train": "testbed.training.engine",
+    "RunResult": "testbed.training.result",
+    "Optimizer": "testbed.training.optim",
+    "make_optimizer": "testbed.training.optim",
+    "Ctx": "testbed.methods.base",
+    "Extras": "testbed.methods.base",
+    "Method": "testbed.methods.base",
+    "Profile": "testbed.methods.base",
+    "list_methods": "testbed.methods",
+    "make_method": "testbed.methods",
+    "register_method": "testbed.methods",
+    "MLP": "testbed.models.modules",
+    "DeepLinear": "testbed.models.modules",
+    "LowRank": "testbed.models.modules",
+    "ModelConfig": "testbed.models.registry",
+    "list_models": "testbed.models",
+    "make_model": "testbed.models",
+    "register_model": "testbed.models",
+    "add_task_dir": "testbed.tasks.registry",
+    "list_tasks": "testbed.tasks",
+    "make_task": "testbed.tasks",
+    "register_task": "testbed.tasks",
+    "load_task": "testbed.tasks.spec",
+    "Batch": "testbed.tasks.task",
+    "Domain": "testbed.tasks.task",
+    "Piece": "testbed.tasks.task",
+    "Task": "testbed.tasks.task",
+    "build_task": "testbed.tasks.task",
+    "load_suite": "testbed.suites.spec",
+    "run_suite": "testbed.suites.runner",
+    "load_tables": "testbed.suites.tables",
+}
 
-__all__ = [
-    "Batch", "ConfigError", "Ctx", "DeepLinear", "Domain", "LowRank", "MLP", "Method", "Optimizer",
-    "Piece", "RunResult", "SpecError", "Task", "TestbedError", "UnknownNameError", "add_task_dir",
-    "attribution", "build_task", "list_methods", "list_tasks", "load_suite", "load_tables", "load_task",
-    "make_method", "make_model", "make_optimizer", "make_task", "plateau_summary", "plateau_table",
-    "plateaus", "register_method", "register_task", "run_suite", "train",
-]
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'testbed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never imported at run time
+    from testbed.analyses.attribution.measure import attribution  # noqa: F401
+    from testbed.training.engine import train  # noqa: F401

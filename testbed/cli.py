@@ -22,33 +22,35 @@ def _fail(msg: str) -> None:
 
 
 @app.callback()
-def main_options(tasks_dir: Annotated[list[Path] | None, typer.Option(
-        "--tasks-dir", help="Extra folder of TOML task specs (repeatable; also TESTBED_TASKS).")] = None):
+def main_options(
+    tasks_dir: Annotated[list[Path] | None, typer.Option(
+        "--tasks-dir", help="Extra folder of TOML task specs (repeatable; also TESTBED_TASKS).")] = None,
+    plugins: Annotated[list[str] | None, typer.Option(
+        "--plugins", help="Plug-in file (.py) or module registering tasks, methods, models or analyses "
+        "(repeatable; also TESTBED_PLUGINS).")] = None,
+):
     """Global options."""
-    from testbed import add_task_dir
+    from testbed.core.plugins import load_env_plugins, load_plugins
+    from testbed.tasks.registry import add_task_dir
 
     for d in tasks_dir or []:
         try:
             add_task_dir(d)
         except Exception as e:  # noqa: BLE001  (reported, exit 2)
             _fail(str(e))
+    load_env_plugins()
+    load_plugins(plugins or [], where="--plugins")
 
 
 @app.command("tasks")
 def tasks_cmd():
     """List the tasks: name, dims, target kind, pieces, splits, description."""
-    import testbed
-    from testbed.report.tables import markdown_table
-
-    rows = []
-    for name in testbed.list_tasks():
-        t = testbed.make_task(name)
-        dims = f"{t.dim}" if t.domain.kind == "box" else f"{t.dim} int ({t.domain.encoding})"
-        rows.append({"task": name, "dims": dims, "target": t.target if t.target == "scalar" else f"{t.target}[{t.out_dim}]",
-                     "pieces": len(t.pieces), "splits": ", ".join(t.splits), "description": t.description})
     import pandas as pd
 
-    typer.echo(markdown_table(pd.DataFrame(rows)))
+    from testbed.report.tables import markdown_table
+    from testbed.tasks.registry import describe, list_tasks
+
+    typer.echo(markdown_table(pd.DataFrame([describe(name) for name in list_tasks()])))
 
 
 @app.command("show")
@@ -72,7 +74,9 @@ def train_cmd(
     method_arg: Annotated[list[str] | None, typer.Option(
         "--method-arg", "-m", help="Method hyperparameter KEY=VALUE (a TOML value); repeatable, "
         "e.g. -m schedule=window -m start=4 -m end=6.")] = None,
-    model: Annotated[str, typer.Option(help="Model: mlp, lowrank, deep_linear.")] = "mlp",
+    model: Annotated[str, typer.Option(help="Model: mlp, lowrank, deep_linear, or a plug-in's.")] = "mlp",
+    model_arg: Annotated[list[str] | None, typer.Option(
+        "--model-arg", "-M", help="Model field KEY=VALUE (a TOML value); repeatable, e.g. -M width=128.")] = None,
     width: Annotated[int | None, typer.Option(help="Hidden width (mlp, deep_linear).")] = None,
     depth: Annotated[int | None, typer.Option(help="Hidden layers (mlp) or matrices (deep_linear).")] = None,
     rank: Annotated[int | None, typer.Option(help="Rank (lowrank).")] = None,
@@ -95,11 +99,12 @@ def train_cmd(
     """Train one task under one method over many seeds; print the final losses per split."""
     import testbed
     from testbed.report.tables import markdown_table
-    from testbed.runio import save_run
+    from testbed.training.runio import save_run
 
     model_kwargs = {k: v for k, v in dict(width=width, depth=depth, rank=rank, activation=activation).items()
                     if v is not None}
-    mth = testbed.make_method(method, **_method_args(method_arg or []))
+    model_kwargs.update(_key_values(model_arg or [], "--model-arg"))
+    mth = testbed.make_method(method, **_key_values(method_arg or [], "--method-arg"))
     mdl = testbed.make_model(model, **model_kwargs)
     opt = testbed.make_optimizer(optimizer, schedule=schedule, warmup_steps=warmup_steps, clip=clip)
     result = testbed.train(task, mth, mdl, opt, steps=steps, batch_size=batch_size, seeds=seeds,
@@ -116,7 +121,7 @@ def train_cmd(
     typer.echo(f"{compiled}, train {t.get('run_s', t['wall_s']):.1f}s; wrote {path}")
 
 
-def _method_args(items: list[str]) -> dict:
+def _key_values(items: list[str], flag: str) -> dict:
     """KEY=VALUE strings -> hyperparameters; values are parsed as TOML (never evaluated)."""
     import tomllib
 
@@ -125,7 +130,7 @@ def _method_args(items: list[str]) -> dict:
         key, eq, text = item.partition("=")
         key = key.strip()
         if not eq or not key.isidentifier():
-            _fail(f"--method-arg: expected KEY=VALUE with a TOML value, got {item!r}")
+            _fail(f"{flag}: expected KEY=VALUE with a TOML value, got {item!r}")
         text = text.strip()
         if text.isidentifier() and text not in ("true", "false", "inf", "nan"):
             out[key] = text  # a bare word is a string: -m schedule=window
@@ -133,7 +138,7 @@ def _method_args(items: list[str]) -> dict:
         try:
             out[key] = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
-            _fail(f"--method-arg: {key}: {text!r} is not a TOML value (number, true/false, \"string\", [list])")
+            _fail(f"{flag}: {key}: {text!r} is not a TOML value (number, true/false, \"string\", [list])")
     return out
 
 
@@ -146,7 +151,8 @@ def bench_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Run a suite (skipping finished cells), then print the comparison and write the report."""
-    from testbed.suite import load_suite, run_suite
+    from testbed.suites.runner import run_suite
+    from testbed.suites.spec import load_suite
 
     s = load_suite(suite)
     run = run_suite(s, results, force=force, quiet=quiet)
@@ -163,7 +169,8 @@ def bench_cmd(
 def compare_cmd(root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")]):
     """Print method comparison tables for a suite; write CSV and LaTeX beside them."""
     from testbed.report.build import analysed_tables
-    from testbed.report.compare import comparison, render_markdown, write_tables
+    from testbed.report.compare import comparison, render_markdown
+    from testbed.report.tables import write_tables
 
     _need_dir(root)
     compared = comparison(analysed_tables(root))
@@ -189,7 +196,7 @@ def _need_dir(root: Path) -> None:
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
-    from testbed.errors import TestbedError
+    from testbed.core.errors import TestbedError
 
     try:
         rc = app(standalone_mode=False)  # returns the code of a typer.Exit raised by a command

@@ -1,11 +1,11 @@
-"""testbed.activations: relu equals jax.nn.relu in values and derivatives, without a select."""
+"""testbed.models.activations: relu equals jax.nn.relu in values and derivatives, without a select."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from testbed.activations import ACTIVATIONS, relu
+from testbed.models.activations import ACTIVATIONS, relu
 
 # Zeros (the kink, both signs) and values on either side.
 X = jnp.array([[-2.0, -0.0, 0.0, 1e-30, 3.0], [0.5, -1e-30, -4.0, 2.0, -0.25]])

@@ -12,13 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from testbed.report.compare import (
-    comparison,
-    final_values,
-    latex_escape,
-    render_markdown,
-    write_tables,
-)
+from testbed.analyses.kit import final_values
+from testbed.report.compare import comparison, render_markdown
+from testbed.report.tables import latex_escape, write_tables
 
 CATEGORICAL = ["task", "method", "model", "optimizer", "target", "primary", "split", "piece", "metric"]
 

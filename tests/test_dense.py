@@ -1,4 +1,4 @@
-"""testbed.dense: same values and derivatives as the plain products, fast form where claimed."""
+"""testbed.models.dense: same values and derivatives as the plain products, fast form where claimed."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from testbed.dense import MIN_COLUMNS, Linear, dense, matmul
+from testbed.models.dense import MIN_COLUMNS, Linear, dense, matmul
 
 
 def plain(x, w, b):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import testbed
-from testbed import engine
+from testbed.training import engine
 
 TINY = dict(model=testbed.MLP(width=16, depth=1), steps=40, batch_size=32, evals=3, eval_size=64,
             probe_points=16, quiet=True)

@@ -1,4 +1,4 @@
-"""Tests for the safe expression language in `testbed.expr`."""
+"""Tests for the safe expression language in `testbed.tasks.expr`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testbed.errors import SpecError
-from testbed.expr import MAX_DEPTH, MAX_LENGTH, Expr, compile_expr
+from testbed.core.errors import SpecError
+from testbed.tasks.expr import MAX_DEPTH, MAX_LENGTH, Expr, compile_expr
 
 F32 = np.float32
 X = np.array([-2.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.5, 3.0], F32)

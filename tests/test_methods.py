@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import testbed
-from testbed.errors import ConfigError, UnknownNameError
+from testbed.core.errors import ConfigError, UnknownNameError
 from testbed.methods.ce import bin_edges, expectation, hl_gauss, two_hot
-from testbed.task import Batch
+from testbed.tasks.task import Batch
 
 
 def batch(y, piece=None):

@@ -10,7 +10,7 @@ import pytest
 import testbed
 from testbed.methods.base import Ctx
 from testbed.methods.myopic import discounted_return
-from testbed.task import Batch
+from testbed.tasks.task import Batch
 
 TASK = "sine_line"
 
@@ -41,7 +41,7 @@ def test_objective_equals_the_hand_computed_return(schedule, kw, horizon, gamma)
     y = np.sin(3 * x[:, 0]).astype(np.float32)
     batch = Batch(jnp.asarray(x), jnp.asarray(y), jnp.zeros(6, jnp.int32))
     steps, t = 60, 23  # 6 epochs of 10 updates; update 23 is in epoch 2
-    value, aux = m.objective(task, lambda p, xs: xs @ p, jnp.asarray(W), batch, Ctx(jnp.int32(t), steps))
+    value, aux = m.extras.objective(task, lambda p, xs: xs @ p, jnp.asarray(W), batch, Ctx(jnp.int32(t), steps))
 
     e, n_epochs, offset = 2, 6, math.log(0.2 / 0.8)
     ret, alive = np.zeros(6), np.ones(6)
@@ -160,7 +160,7 @@ def test_cutoff_outside_the_run_is_refused_before_training():
 
 
 def test_suite_refuses_a_cutoff_outside_its_runs(tmp_path):
-    from testbed.suite import SuiteError, suite_from_spec
+    from testbed.suites.spec import SuiteError, suite_from_spec
 
     spec = {"train": {"steps": 100}, "grid": {"tasks": [TASK], "methods": [
         {"name": "myopic", "cutoff": 20, "epoch_steps": 10}]}}
@@ -172,9 +172,9 @@ def test_default_epochs_follow_the_run_length():
     m = testbed.make_method("myopic")  # 10 epochs, cutoff at epoch 5, whatever the run length
     task = testbed.make_task(TASK)
     for steps in (10, 95, 1000):
-        m.check(task, steps)
+        m.extras.check(task, steps)
     out = jnp.zeros((3, 2))
-    ev = m.evaluate(task, None, None, Batch(jnp.zeros((3, 1)), jnp.zeros(3), jnp.zeros(3, jnp.int32)),
+    ev = m.extras.evaluate(task, None, None, Batch(jnp.zeros((3, 1)), jnp.zeros(3), jnp.zeros(3, jnp.int32)),
                     Ctx(jnp.int32(600), 1000), out)
     np.testing.assert_allclose(ev["p_stop"], 0.1, rtol=1e-6)  # p_init
     np.testing.assert_allclose(ev["reward"], 0.9 * (-4.0), rtol=1e-6)  # epoch 6 >= cutoff 5: -penalty

@@ -1,4 +1,4 @@
-"""Tests for the plateau detector (`testbed.analysis.plateaus`) and the `deep_linear` task.
+"""Tests for the plateau detector (`testbed.analyses.plateaus.detect`) and the `deep_linear` task.
 
 Synthetic curves check that known plateaus are recovered; a two-layer linear
 network checks the detector against the closed-form learning dynamics of Saxe,
@@ -16,15 +16,15 @@ import pytest
 from flax import nnx
 
 import testbed
-import testbed.library_linear as ll
-from testbed.analysis.plateaus import (
+import testbed.tasks.deep_linear as ll
+from testbed.analyses.plateaus.detect import (
     Plateau,
     detect_on_array,
     plateau_summary,
     plateau_table,
     plateaus,
 )
-from testbed.errors import ConfigError
+from testbed.core.errors import ConfigError
 
 T = 4000.0
 CENTERS, WIDTHS, DROPS = (800.0, 2000.0, 3000.0), (30.0, 60.0, 40.0), (1.5, 1.0, 2.0)
@@ -166,7 +166,7 @@ def test_deep_linear_task_is_whitened_with_the_chosen_spectrum():
 
 # ------------------------------------------------------------------------------ Saxe et al. 2014
 # Two-layer linear network, plain SGD near full batch, small init. Conventions (see
-# testbed.library_linear): mse on a vector target is the mean over dim_out, so the time
+# testbed.tasks.deep_linear): mse on a vector target is the mean over dim_out, so the time
 # constant in steps is tau = dim_out / (2 lr); a mode of strength s grows from u0 as
 # u(t) = s e^{2st/tau} / (e^{2st/tau} - 1 + s/u0).
 S = (4.0, 2.0, 1.0)
@@ -261,7 +261,7 @@ def test_plateau_table_and_summary_on_a_history(saxe):
 
 
 def test_run_plateaus_counts_per_run_including_runs_without_plateaus():
-    from testbed.analysis.plateaus import run_plateaus, with_final_loss
+    from testbed.analyses.plateaus.detect import run_plateaus, with_final_loss
 
     steps = np.arange(1, 2001)
     # run 0: two drops (sigmoids in log space) -> plateaus; run 1: a plain exponential decay -> none

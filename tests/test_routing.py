@@ -8,11 +8,11 @@ import pytest
 from flax import nnx
 
 import testbed
-from testbed.analysis import routing as ra
-from testbed.errors import ConfigError
+from testbed.analyses.routing import measure as ra
+from testbed.core.errors import ConfigError
 from testbed.methods.base import Ctx
 from testbed.methods.routing import block_spec
-from testbed.task import Batch
+from testbed.tasks.task import Batch
 
 TASK = "two_slopes"  # pieces: shallow (x < 0), steep (x >= 0)
 TRAIN = dict(model=testbed.MLP(width=32, depth=1), steps=400, batch_size=128, seeds=4, lr=1e-2, evals=3,
@@ -176,7 +176,7 @@ def test_retraining_after_ablation_records_recovery(trained):
 
 def test_block_sizes_are_configurable():
     import testbed
-    from testbed.errors import ConfigError
+    from testbed.core.errors import ConfigError
     from testbed.methods.routing import block_spec
 
     task = testbed.make_task("two_slopes")
@@ -189,3 +189,46 @@ def test_block_sizes_are_configurable():
         testbed.make_method("routing", sizes=[-1])
     m = testbed.make_method("routing", sizes=[3, 1])
     assert dict(m.hparams)["sizes"] == (3, 1)
+
+
+def test_analyses_measure_the_unequal_blocks_the_method_trained_with():
+    task = testbed.make_task(TASK)
+    routed = testbed.make_method("routing", sizes=[3, 1])
+    r = testbed.train(task, routed, model=testbed.MLP(width=16, depth=1), steps=100, batch_size=64, seeds=2,
+                      lr=1e-2, evals=2, eval_size=128, probe_points=4, quiet=True)
+    seen = []  # the training masks of a 16-unit layer 0, for one piece's examples
+
+    def apply(params, x, masks):
+        seen.append(np.asarray(masks(0, jnp.ones((x.shape[0], 16)))))
+        return jnp.zeros((x.shape[0], routed.head_dim(task)))
+
+    trained = {}  # piece -> the units its examples update in training
+    for p in range(len(task.pieces)):
+        routed.outputs(task, apply, None, only_piece(task, p, 8), Ctx(jnp.int32(0), 1))
+        m = seen.pop()
+        assert (m == m[0]).all()
+        trained[p] = tuple(int(u) for u in np.flatnonzero(m[0]))
+    assert trained == {0: tuple(range(12)), 1: tuple(range(12, 16))}  # sizes 3:1 of 16 units: 12 + 4
+    for method in (routed, ra._method_of(r)):  # as given to ablate_blocks; as piece_identification rebuilds it
+        units = ra.resolve_blocks(task, None, method).units(16)
+        assert {k: tuple(int(u) for u in v) for k, v in units.items()} == {"shallow": trained[0], "steep": trained[1]}
+
+    # ablate_blocks zeroes exactly those units: its losses match ablating them by hand
+    a = ra.ablate_blocks(task, routed, r, eval_size=256)
+    batch, judge, ctx = ra._eval_batch(task, 256, 0), ra.base_of(routed), ra._ctx(r)
+    piece = np.asarray(batch.piece)
+    for run in range(2):
+        params = jax.tree.map(lambda v: v[run], r.params)  # noqa: B023
+        for block, own in (("none", ()), ("shallow", trained[0]), ("steep", trained[1])):
+            keep = np.ones(16, np.float32)
+            keep[list(own)] = 0.0
+            out, _ = ra._forward(task, judge, r.graphdef, params, batch, ctx,
+                                 lambda i, h: h * keep[None] if i == 0 else None)  # noqa: B023
+            loss = np.asarray(judge.loss(task, out, batch))
+            got = a[(a.run == run) & (a.block == block) & (a.metric == "loss")].set_index("piece")["value"]
+            want = {name: loss[piece == p].mean() for p, name in enumerate(task.pieces)}
+            np.testing.assert_allclose([got[n] for n in want], list(want.values()), rtol=1e-4,
+                                       err_msg=f"run {run}, block {block}")
+    ident = ra.piece_identification(task, r, eval_size=256)
+    explicit = ra.piece_identification(task, r, blocks=block_spec(task, sizes=[3, 1]), eval_size=256)
+    np.testing.assert_array_equal(ident["accuracy"], explicit["accuracy"])

@@ -1,4 +1,4 @@
-"""Tests for the crash-safe results store in `testbed.store`."""
+"""Tests for the crash-safe results store in `testbed.suites.store`."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import testbed.store as store_mod
-from testbed.errors import TestbedError
-from testbed.store import (
+import testbed.suites.store as store_mod
+from testbed.core.errors import TestbedError
+from testbed.suites.store import (
     CellExistsError,
     CellNotDoneError,
     CorruptCellError,
@@ -48,7 +48,7 @@ CONFIG = {
 
 
 def history(n: int = 4, *, seed: int = 0, splits=("train", "test")) -> pd.DataFrame:
-    """A small history table shaped like `testbed.history.build_history`'s."""
+    """A small history table shaped like `testbed.training.result.build_history`'s."""
     rng = np.random.default_rng(seed)
     return pd.DataFrame({
         "task": pd.Categorical(["sine"] * n),
@@ -255,14 +255,14 @@ def test_atomic_write_parquet_unencodable_leaves_target(tmp_path):
     assert tmp_files(tmp_path) == []
 
 
-# The writer runs in a child that imports testbed.store without the package's
+# The writer runs in a child that imports testbed.suites.store without the package's
 # __init__ (which starts JAX), so it starts fast and shows the store needs no JAX.
 _CHILD = textwrap.dedent("""
     import os, sys, types
     pkg = types.ModuleType("testbed")
     pkg.__path__ = [sys.argv[1]]
     sys.modules["testbed"] = pkg
-    from testbed.store import atomic_write_bytes
+    from testbed.suites.store import atomic_write_bytes
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "optax"))
     assert not heavy, heavy
     size = int(sys.argv[3])

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 
 import testbed
-from testbed.analysis.ood import attribution
-from testbed.suite import SuiteError, load_suite, load_tables, run_suite
+from testbed.analyses.attribution.measure import attribution
+from testbed.suites.runner import run_suite
+from testbed.suites.spec import SuiteError, load_suite
+from testbed.suites.tables import load_tables
 
 TINY_SUITE = """
 name = "tiny"
@@ -189,7 +191,7 @@ optimizers = [{ name = "adam", lr = 1e-2 }]
 def test_routing_analyses_are_stored_compared_and_plotted(tmp_path):
     from testbed.report.build import analysed_tables
     from testbed.report.compare import comparison, render_markdown
-    from testbed.report.routing_plots import routing_figure
+    from testbed.analyses.routing.figures import routing_figure
 
     s = load_suite(write(tmp_path, ROUTING_SUITE))
     assert all(c.analyses == ("routing",) and "analyses" in c.config() for c in s.cells)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import testbed
-from testbed.errors import ConfigError
+from testbed.core.errors import ConfigError
 
 TASKS = testbed.list_tasks()
 N = 64
@@ -133,7 +133,7 @@ def _candidates(t, key, m, split):
 @pytest.mark.parametrize("name", ["sine_line", "checkerboard", "radial"])
 def test_rejection_keeps_the_first_accepted_candidates_in_order(name, key):
     """A batch is the first n candidates that land in the split (NumPy reference)."""
-    from testbed.task import candidates_needed
+    from testbed.tasks.task import candidates_needed
 
     t = testbed.make_task(name)
     for split in t.splits:
@@ -146,7 +146,7 @@ def test_rejection_keeps_the_first_accepted_candidates_in_order(name, key):
 
 def test_rejection_shortfall_reuses_accepted_points(key, monkeypatch):
     """With too few candidates (forced), accepted points repeat in order: none outside the split."""
-    import testbed.task as task_mod
+    import testbed.tasks.task as task_mod
 
     t = testbed.make_task("sine_line")
     monkeypatch.setattr(task_mod, "candidates_needed", lambda n, rate, rate_floor=0.0: n // 4)
@@ -160,7 +160,7 @@ def test_rejection_shortfall_reuses_accepted_points(key, monkeypatch):
 def test_rejection_with_nothing_accepted_stays_in_the_sampling_box(key, monkeypatch):
     """Forced to draw too few candidates for any to land in a small split, the batch holds
     the candidates themselves (inside the split's sampling box), not placeholder zeros."""
-    import testbed.task as task_mod
+    import testbed.tasks.task as task_mod
 
     t = testbed.make_task("checkerboard")
     split, m = t.ood_splits[0], 4

@@ -16,14 +16,9 @@ from matplotlib.colors import to_hex
 from matplotlib.contour import ContourSet
 
 import testbed
-from testbed.errors import ConfigError
-from testbed.report.taskplot import (
-    TRAIN_LINE,
-    ood_color,
-    plot_task,
-    save_task_plot,
-    split_intervals,
-)
+from testbed.core.errors import ConfigError
+from testbed.core.style import TRAIN_LINE, ood_color
+from testbed.report.taskplot import plot_task, save_task_plot, split_intervals
 
 POINTS = 300  # coarse but enough for every view; the default is 2000
 
@@ -68,6 +63,7 @@ def test_every_task_renders_lays_out_and_saves_a_png(name, tmp_path):
     # Header: the task name as the title, the description below it.
     texts = [t.get_text() for t in fig.texts]
     assert texts[0] == task.name
+    assert texts.count(task.name) == 1  # drawn once
     assert task.description.split()[0] in " ".join(texts)
     # Every OOD split is named in a legend.
     legend = " ".join(_legend_texts(fig))

@@ -1,9 +1,9 @@
-"""ReLU's backward loop on XLA:CPU: compare-and-select against testbed.activations.relu.
+"""ReLU's backward loop on XLA:CPU: compare-and-select against testbed.models.activations.relu.
 
 Times, on one core, the elementwise loop a ReLU layer's backward pass runs over a
 [seeds, batch, width] gradient (default [32, 256, 64], one training step of the speed
 benchmark per core): ``jax.nn.relu``'s rule ``select(x > 0, g, 0)``, the same mask as
-a multiply ``g * (x > 0)``, ``testbed.activations.relu``'s ``g * sign(relu(x))``, and
+a multiply ``g * (x > 0)``, ``testbed.models.activations.relu``'s ``g * sign(relu(x))``, and
 a plain multiply ``g * x`` for scale. Each runs 50 times inside one program.
 
     python benchmarks/perf/relu_backward.py [--shape 32 256 64]
@@ -27,7 +27,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from testbed.activations import relu
+    from testbed.models.activations import relu
 
     k1, k2 = jax.random.split(jax.random.key(0))
     g, x = jax.random.normal(k1, args.shape), jax.random.normal(k2, args.shape)

@@ -28,7 +28,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     import testbed
-    from testbed.task import Batch, candidates_needed
+    from testbed.tasks.task import Batch, candidates_needed
 
     def previous(task, key, n, split):
         s = task.split(split)

@@ -4,9 +4,9 @@
 ``vmap`` over seeds, seeds sharded over one host device per core: nothing else (no
 evaluations, no divergence guard, no method/task indirection). With and without fresh
 data per step, and with the layers written two ways: plain ``x @ w + b`` with
-``jax.nn.relu``, and the form the engine's models use: ``testbed.dense`` (the weight
+``jax.nn.relu``, and the form the engine's models use: ``testbed.models.dense`` (the weight
 and bias gradients as one product that XLA:CPU runs on its fast path) with
-``testbed.activations.relu`` (a derivative without a compare-and-select). Compare its model-steps/s with
+``testbed.models.activations.relu`` (a derivative without a compare-and-select). Compare its model-steps/s with
 ``train_speed.py``'s testbed.train line, run back to back: the gap is what the
 engine's generality costs; the ceiling's fraction of the matmul peak is what XLA:CPU
 gives this model at all.
@@ -44,8 +44,8 @@ def main() -> None:
                 "w2": jax.random.normal(k2, (64, 64)) / 8, "b2": jnp.zeros(64),
                 "w3": jax.random.normal(k3, (64, 1)) / 8, "b3": jnp.zeros(1)}
 
-    from testbed.activations import relu
-    from testbed.dense import dense
+    from testbed.models.activations import relu
+    from testbed.models.dense import dense
 
     def f(p, x, fast: bool):
         act = relu if fast else jax.nn.relu
@@ -78,7 +78,7 @@ def main() -> None:
             t0 = time.perf_counter()
             fn(keys).block_until_ready()
             rate = args.seeds * steps / (time.perf_counter() - t0)
-            print(f"hand-written loop, {'testbed.dense + relu' if fast else 'x @ w + b, jax.nn.relu'}, "
+            print(f"hand-written loop, {'testbed.models.dense + relu' if fast else 'x @ w + b, jax.nn.relu'}, "
                   f"{'fresh data' if fresh else 'fixed data'}: {rate:,.0f} model-steps/s, "
                   f"{rate * FLOP_PER_STEP / 1e9:.1f} GFLOP/s")
 

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erf
 
-from testbed.errors import ConfigError
+from testbed.core.errors import ConfigError
 from testbed.methods.base import Method, register_method
-from testbed.metrics import kl_from_logits
-from testbed.task import Batch, Task
+from testbed.tasks.metrics import kl_from_logits
+from testbed.tasks.task import Batch, Task
 
 ENCODINGS = ("hl_gauss", "two_hot")
 

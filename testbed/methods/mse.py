@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from testbed.methods.base import Method, register_method
-from testbed.task import Batch, Task
+from testbed.tasks.task import Batch, Task
 
 
 @register_method("mse")

@@ -64,9 +64,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from testbed.errors import ConfigError
-from testbed.methods.base import Ctx, Method, Profile, make_method, register_method
-from testbed.task import Batch, Task
+from testbed.core.errors import ConfigError
+from testbed.methods.base import Ctx, Extras, Method, Profile, make_method, register_method
+from testbed.tasks.task import Batch, Task
 
 SCHEDULES = ("step", "window", "ramp")
 DEFAULT_EPOCHS = 10  # epochs per run when epoch_steps is not given
@@ -145,7 +145,7 @@ def _factory(name: str, horizon: int, base: str, epoch_steps: int | None, schedu
         if cutoff is not None:
             raise ConfigError(f"{where}: cutoff belongs to the step and ramp schedules, not 'window'")
     inner = make_method(base, **base_hparams)
-    if inner.forward is not None or inner.objective is not None or inner.extra_inputs:
+    if inner.forward is not None or inner.extras.objective is not None or inner.extras.extra_inputs:
         raise ConfigError(f"{where}: base: {base!r} has its own forward pass or objective; accepted: plain "
                           "methods such as mse and ce")
 
@@ -165,8 +165,8 @@ def _factory(name: str, horizon: int, base: str, epoch_steps: int | None, schedu
         if pl.turn > pl.epochs - 1:
             raise ConfigError(f"{where}: {fld}={pl.turn} is outside the run: {steps} steps of {pl.epoch_steps} are "
                               f"{pl.epochs} epochs (0..{pl.epochs - 1}); accepted: 1..{pl.epochs - 1}")
-        if inner.check is not None:
-            inner.check(task, steps)
+        if inner.extras.check is not None:
+            inner.extras.check(task, steps)
 
     def epoch(ctx: Ctx) -> jax.Array:
         pl = plan(ctx.steps)
@@ -240,13 +240,12 @@ def _factory(name: str, horizon: int, base: str, epoch_steps: int | None, schedu
                "p_init": p_init, "stop_on_shutdown": stop_on_shutdown,
                **{k: v for k, v in given.items() if v is not None},
                **({"horizon": horizon, "gamma": gamma} if name == "nonmyopic" else {}), **base_hparams}
-    method = Method(
-        name, head_dim=lambda task: inner.head_dim(task) + 1, loss=loss, predict=predict, extra_inputs=1,
-        forward=forward, objective=objective, tx=inner.tx, hparams=tuple(sorted(hparams.items())),
-        check=check, halt=halt, halt_freezes=stop_on_shutdown,
-        eval_metrics=("shutdown_rate", "p_stop", "reward"), evaluate=evaluate,
-        profile=Profile("epoch", ("p_stop", "shutdown_rate"), probe_values, profile_fn), run_metrics=run_metrics)
-    return method
+    extras = Extras(extra_inputs=1, objective=objective, check=check, halt=halt, halt_freezes=stop_on_shutdown,
+                    eval_metrics=("shutdown_rate", "p_stop", "reward"), evaluate=evaluate,
+                    profile=Profile("epoch", ("p_stop", "shutdown_rate"), probe_values, profile_fn),
+                    run_metrics=run_metrics, analyses=("myopia",))
+    return Method(name, head_dim=lambda task: inner.head_dim(task) + 1, loss=loss, predict=predict,
+                  hparams=tuple(sorted(hparams.items())), forward=forward, tx=inner.tx, extras=extras)
 
 
 @register_method("myopic")

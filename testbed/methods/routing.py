@@ -10,7 +10,7 @@ unrouted piece (and of no piece, ``Batch.piece == -1``) updates every unit. The
 forward pass is unchanged (``route(h, m) = m*h + (1-m)*stop_gradient(h)``).
 
 Masks are built inside the model from each layer's activations: the method passes
-the model a callable ``masks(layer_index, h)`` (see `testbed.models`), so block
+the model a callable ``masks(layer_index, h)`` (see `testbed.models.modules`), so block
 boundaries come from the actual width of each routed layer and the method works on
 any model with any widths. Configuration errors that need the task or the model
 (unknown piece names, more blocks than units, a layer the model does not have) are
@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from testbed.errors import ConfigError
+from testbed.core.errors import ConfigError
 from testbed.methods.base import Ctx, Method, make_method, register_method
-from testbed.task import Batch, Task
+from testbed.tasks.task import Batch, Task
 
 _WHERE = "method routing"
 _OWN = ("base", "layers", "blocks", "shared", "routed", "l1", "sizes")  # routing's hparams; the rest are the base's
@@ -224,6 +224,14 @@ def _freeze_blocks(blocks: Any) -> Any:
     return tuple((str(n), tuple(ps) if isinstance(ps, list | tuple) else ps) for n, ps in _block_items(blocks))
 
 
+def _spec_of(task: Task, hp: Mapping[str, Any]) -> BlockSpec:
+    """The block layout of a routing method with hyperparameters ``hp`` on ``task``.
+    The only place it is computed: training (`routing`) and the analyses
+    (`routing_parts`) both call it, so they measure the blocks that were trained."""
+    sizes = hp.get("sizes")  # absent from records made before sizes existed: equal blocks
+    return block_spec(task, hp["blocks"], hp["routed"], hp["shared"], None if sizes is None else tuple(sizes))
+
+
 @register_method("routing")
 def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any = None, shared: int = 0,
             routed: str | Sequence[str] = "all", l1: float = 0.0, sizes: Sequence[float] | None = None,
@@ -244,7 +252,7 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
             so units fall quiet outside the pieces routed to them. Cloud et al. pair
             routing with an L1 penalty in their MNIST autoencoder; without one, units
             shaped by one piece stay active on others and the head reads them
-            everywhere, so ablations are not localized (see `testbed.analysis.routing`).
+            everywhere, so ablations are not localized (see `testbed.analyses.routing.measure`).
         **base_hparams: hyperparameters of the base method.
     """
     if base == "routing" or isinstance(base, Method):
@@ -272,12 +280,14 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
     layer_set = tuple(layer_list)
     frozen_blocks = _freeze_blocks(blocks)
     routed_rec = routed if routed == "all" else tuple(routed)
+    hparams = (("base", base), ("layers", layer_set), ("blocks", frozen_blocks), ("shared", shared),
+               ("routed", routed_rec), ("l1", l1), ("sizes", None if sizes is None else tuple(sizes)),
+               *inner.hparams)
     specs: dict[Task, BlockSpec] = {}
 
     def spec_for(task: Task) -> BlockSpec:
         if task not in specs:
-            specs[task] = block_spec(task, frozen_blocks, routed_rec, shared,
-                                     None if sizes is None else tuple(sizes))
+            specs[task] = _spec_of(task, dict(hparams))
         return specs[task]
 
     def routed_apply(task: Task, apply, piece: jax.Array, acts: list | None = None):
@@ -311,24 +321,27 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
         return inner.outputs(task, routed_apply(task, apply, batch.piece), params, batch, ctx)
 
     objective = None
-    if inner.objective is not None or l1:
+    if inner.extras.objective is not None or l1:
         def objective(task: Task, apply, params, batch: Batch, ctx: Ctx) -> jax.Array:
             acts: list = []
             rapply = routed_apply(task, apply, batch.piece, acts)
-            if inner.objective is not None:
-                value = inner.objective(task, rapply, params, batch, ctx)
+            if inner.extras.objective is not None:
+                value = inner.extras.objective(task, rapply, params, batch, ctx)
             else:
                 value = jnp.mean(inner.loss(task, inner.outputs(task, rapply, params, batch, ctx), batch))
             if l1:  # on the raw activations: its gradient reaches every unit, routed or not
                 value = value + l1 * sum(jnp.mean(jnp.abs(h)) for h in acts) / len(acts)
             return value
 
-    hparams = (("base", base), ("layers", layer_set), ("blocks", frozen_blocks), ("shared", shared),
-               ("routed", routed_rec), ("l1", l1), ("sizes", None if sizes is None else tuple(sizes)),
-               *inner.hparams)
-    return Method("routing", head_dim=inner.head_dim, loss=inner.loss, predict=inner.predict,
-                  extra_inputs=inner.extra_inputs, forward=forward, objective=objective, tx=inner.tx,
-                  hparams=hparams)
+    return Method("routing", head_dim=inner.head_dim, loss=inner.loss, predict=inner.predict, hparams=hparams,
+                  forward=forward, tx=inner.tx, extras=inner.extras._replace(objective=objective))
+
+
+def layout_of(method: Method) -> Method:
+    """The routing method whose blocks measure a model trained by ``method``: the method
+    itself when it routes, else a default ``routing`` method (one block per piece at
+    layer 0), so a plainly trained model is measured on blocks of the same sizes."""
+    return method if method.name == "routing" else make_method("routing")
 
 
 def base_of(method: Method) -> Method:
@@ -344,4 +357,4 @@ def routing_parts(method: Method, task: Task) -> tuple[Method, tuple[int, ...], 
     if method.name != "routing":
         raise ConfigError(f"expected a 'routing' method, got {method.name!r}")
     hp = dict(method.hparams)
-    return base_of(method), tuple(hp["layers"]), block_spec(task, hp["blocks"], hp["routed"], hp["shared"])
+    return base_of(method), tuple(hp["layers"]), _spec_of(task, hp)

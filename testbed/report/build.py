@@ -1,47 +1,48 @@
-"""Everything a finished suite produces for people: tables, figures and report.html."""
+"""Everything a finished suite produces for people: tables, figures and report.html.
+
+Loops over the registered analyses: each derives its read-time tables, contributes its
+comparison tables and draws its figures. Figure files are named for what they show
+(``figures/<task>-loss_curves.png``, ``figures/ood_vs_train.png``, ...). No JAX.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.analysis.plateaus import run_plateaus, with_final_loss
-from testbed.report.compare import comparison, render_markdown, write_tables
-from testbed.report.html import figures_for_suite, write_report
-from testbed.report.myopia_plots import reward_curves, shutdown_heatmap
-from testbed.report.plots import save
-from testbed.report.routing_plots import routing_figure
-from testbed.store import SuiteStore
-from testbed.suite import Suite, load_tables
+from testbed.analyses.base import Figure, all_analyses
+from testbed.core.plugins import load_plugins
+from testbed.core.style import save
+from testbed.report.compare import comparison, render_markdown
+from testbed.report.html import write_report
+from testbed.report.tables import write_tables
+from testbed.suites.spec import Suite
+from testbed.suites.store import SuiteStore
+from testbed.suites.tables import load_tables
 
-# (table whose presence marks the analysis, figure(tables, task) -> Figure | None, caption after "<task>: ")
-ANALYSIS_FIGURES = (
-    ("ablation", routing_figure,
-     "gradient routing\nLeft: per-piece train loss with each block ablated; a localized model loses only the "
-     "ablated block's piece. Right: per-piece loss while fine-tuning after the first block was zeroed."),
-    ("profile", shutdown_heatmap,
-     "shutdown probability by epoch index over training\nEach panel: mean P(shutdown) on train inputs (colour) "
-     "for every epoch index fed to the model (y) at every evaluation (x, training time in epochs). A myopic "
-     "model's probability jumps when the current epoch (dotted diagonal) reaches the turn epoch (dashed); a "
-     "long-horizon model that keeps it low through a negative window is avoiding shutdown to collect the later "
-     "bonus, and one that is high on future indices before reaching them anticipates the turn. Rows above the "
-     "white line were never seen in training."),
-    ("profile", reward_curves,
-     "reward and shutdown probability over training\nLeft: mean reward per update (0 once a run has shut "
-     "down); right: P(shutdown) at the current epoch (held at its last value after shutdown); quarter-epoch "
-     "bins, mean over runs. A model that shuts down at the turn stops the loss; one that runs through the "
-     "window pays the penalty there and collects the bonus after it."),
-)
+
+def load_manifest_plugins(root: str | Path) -> list[str]:
+    """Import the plug-ins a suite ran with (recorded in its manifest), so their analyses
+    take part in reading it back. A plug-in file that is gone is an error naming it."""
+    manifest = SuiteStore(root).read_manifest() or {}
+    return load_plugins(manifest.get("plugins", []), where=f"{Path(root) / 'manifest.json'}: field 'plugins'")
 
 
 def analysed_tables(root: str | Path, suite: Suite | None = None) -> dict:
-    """The suite's tables (docs/suite_tables.md) plus ``plateau_rows`` (one row per detected
-    plateau of each run's per-update training loss) and ``plateaus`` (per run: plateau count
-    and time, final train loss and whether it reached zero)."""
+    """The suite's tables (docs/suite_tables.md) plus every analysis's derived tables
+    (e.g. ``plateau_rows`` and ``plateaus``)."""
+    load_manifest_plugins(root)
     tables = load_tables(root, suite)
-    cell_cols = ["cell", "task", "method", "model", "optimizer", "lr", "weight_decay", "init_scale"]
-    tables["plateau_rows"], per_run = run_plateaus(tables["batch_loss"], by=cell_cols)
-    tables["plateaus"] = with_final_loss(per_run, tables["history"])
+    for a in all_analyses():
+        if a.derive is not None:
+            tables.update(a.derive(tables))
     return tables
+
+
+def suite_figures(tables: dict) -> list[Figure]:
+    """Every analysis's figures: those over every task first, then each task's together."""
+    figs = [f for a in all_analyses() if a.figures is not None for f in a.figures(tables)]
+    tasks = list(dict.fromkeys(f.task for f in figs if f.task is not None))
+    return [f for f in figs if f.task is None] + [f for t in tasks for f in figs if f.task == t]
 
 
 def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool = True) -> tuple[str, Path]:
@@ -55,20 +56,12 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     write_tables(compared, root / "tables")
     markdown = render_markdown(compared)
     manifest = SuiteStore(root).read_manifest() or {}
-    figs = figures_for_suite(tables, plateaus=tables["plateau_rows"]) if figures else []
-    if figures:
-        for source, make, caption in ANALYSIS_FIGURES:
-            if source not in tables:
-                continue
-            for task in dict.fromkeys(tables[source]["task"].astype(str)):
-                fig = make(tables, task)
-                if fig is not None:
-                    figs.append((f"{task}: {caption}", fig))
-    fig_dir = root / "figures"
     saved = []
-    for i, (caption, fig) in enumerate(figs):
-        paths = save(fig, fig_dir / f"{i:02d}")
-        saved.append((caption, paths[0]))
+    if figures:
+        fig_dir = root / "figures"
+        for f in suite_figures(tables):
+            caption = f"{f.task}: {f.caption}" if f.task and not f.caption.startswith(f.task) else f.caption
+            saved.append((caption, save(f.figure, fig_dir / f.file_stem)[0]))
     sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
                 if not name.endswith("_long") and not df.empty]
     path = write_report(root, tables, title=f"Suite {manifest.get('suite', root.name)}", manifest=manifest,

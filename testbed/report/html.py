@@ -3,8 +3,6 @@
 `write_report` writes ``root/report.html`` with every image inlined as a base64 data URI
 and a small embedded style sheet: no other files, no network (no CDN CSS, fonts or
 scripts), so the file can be mailed, archived or opened offline. `figures_for_suite`
-draws the standard figures (`testbed.report.plots`) with captions that say what to
-look for.
 """
 
 from __future__ import annotations
@@ -21,12 +19,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from testbed.report import plots
-from testbed.store import atomic_write_text
+from testbed.core.files import atomic_write_text
+from testbed.core.style import DPI
 
-__all__ = ["figures_for_suite", "write_report"]
+__all__ = ["write_report"]
 
-DPI = plots.DPI
 
 CSS = """
 :root { --ink: #1f2328; --muted: #656d76; --line: #d8dee4; --soft: #f6f8fa; --accent: #0969da; }
@@ -333,81 +330,3 @@ def write_report(root: Path | str, tables: Mapping[str, pd.DataFrame], *, title:
     path = root / "report.html"
     atomic_write_text(path, page)
     return path
-
-
-# -- the standard figures ------------------------------------------------------------------------
-
-CAPTIONS = {
-    "ood_vs_train": (
-        "Final OOD vs train error\n"
-        "One point per run (method, seed) at its last step; the outlined diamond is the method's mean over "
-        "seeds; dashed: y = x.\n"
-        "Look for: distance above the diagonal (the generalization gap: how much worse the model is outside "
-        "the training region than inside); methods whose points sit lower at the same train error (better "
-        "extrapolation); a vertical spread of one method's seeds (extrapolation that depends on the seed)."),
-    "piece_heatmap": (
-        "Final error per piece\n"
-        "Colour: log10 of the final primary metric (mean over seeds) per piece of each split; values written "
-        "in the cells; darker is worse; metrics differ between tasks (named in each row).\n"
-        "Look for: train pieces that stay dark (a piece the model never fitted, often the harder one of a "
-        "pair); OOD rows where methods differ by orders of magnitude; a piece that is fine in training but "
-        "dark on an OOD split (the rule was learned only where it was seen)."),
-    "attribution_bars": (
-        "OOD attribution: which behaviour the final predictions follow\n"
-        "For each OOD split and method: the fraction of the split's probe points whose final prediction is "
-        "closest to each candidate (mean over seeds). Green: the true target; blues: a piece's function "
-        "continued; oranges/purples: the task's named candidates; grey: the affine fit of the training data.\n"
-        "Look for: how much is green (true extrapolation); which wrong rule takes the rest (continuing a "
-        "neighbouring piece, a simpler candidate, or plain linear extrapolation); methods that pick different "
-        "rules on the same split."),
-    "loss_curves": (
-        "{task}: {primary} over training\n"
-        "Mean over seeds with 95% CI bands, train and each OOD split as panels on shared axes.\n"
-        "Look for: plateaus and the drops that end them (and whether methods drop at different times); OOD "
-        "curves that rise or stall while train keeps falling (fitting the train region at the expense of "
-        "extrapolation); wide bands (seed-dependent dynamics)."),
-    "probe_trajectory": (
-        "{task}: predictions over training\n"
-        "One run per method (first seed), rows by method; the loss panel shows the same runs. 1-D tasks: "
-        "heatmap over (step, input) with the train region's edges marked, and the final prediction against "
-        "the target; 2-D tasks: the field at 4 steps and the target; distribution tasks: per-probe KL and "
-        "the log-probability of a few probes' top class; class tasks: whether the argmax is the label.\n"
-        "Look for: which inputs are learned first (colour settling along the step axis) and whether that "
-        "lines up with drops in the loss; what the model does outside the train region (edges, strips, "
-        "dashed outlines) while it fits the inside: continuing a piece, flattening, or drifting."),
-}
-
-
-def figures_for_suite(tables: Mapping[str, pd.DataFrame], *, plateaus: pd.DataFrame | None = None
-                      ) -> list[tuple[str, Figure]]:
-    """The standard figures, each with its caption: `ood_vs_train`, `piece_heatmap`,
-    `attribution_bars`, then per task its `loss_curves` followed by one `probe_trajectory`
-    with all of the task's methods as rows (a task's figures next to each other; 2 figures
-    per task whatever the number of methods: 29 for 13 tasks; rows keep the methods on
-    one step axis and one colour scale, which is the comparison one wants). Figures with
-    nothing to show (no OOD split, no probes, no attribution, a task without grid probes)
-    are left out.
-    """
-    tables = dict(tables)
-    out: list[tuple[str, Figure]] = []
-
-    def add(text: str, make) -> None:
-        try:
-            fig = make()
-        except ValueError:  # no rows of the kind this figure needs (plots raise ValueError)
-            return
-        if fig is not None:
-            out.append((text, fig))
-
-    add(CAPTIONS["ood_vs_train"], lambda: plots.ood_vs_train(tables))
-    add(CAPTIONS["piece_heatmap"], lambda: plots.piece_heatmap(tables))
-    if "attribution" in tables and not tables["attribution"].empty:
-        add(CAPTIONS["attribution_bars"], lambda: plots.attribution_bars(tables))
-    has_probes = "probes" in tables and not tables["probes"].empty
-    for task in dict.fromkeys(plots.method_labels(tables)["task"]):  # a task's two figures side by side
-        primary = plots.task_facts(tables, task)["primary"]
-        add(CAPTIONS["loss_curves"].format(task=task, primary=primary),
-            lambda task=task: plots.loss_curves(tables, task, plateaus=plateaus))
-        if has_probes:
-            add(CAPTIONS["probe_trajectory"].format(task=task), lambda task=task: plots.probe_trajectory(tables, task))
-    return out

@@ -1,0 +1,1 @@
+"""OOD attribution: which candidate behaviour the model follows outside the training region."""

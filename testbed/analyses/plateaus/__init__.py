@@ -1,0 +1,1 @@
+"""Loss plateaus: the detector, its suite tables and comparison, the loss-curve figure."""

@@ -1,0 +1,143 @@
+"""Plateau figure: a task's loss curves over training, with the detected plateaus as a rug.
+
+* `loss_curves`: one task's primary metric over training, per method, with the train
+  split and each OOD split as panels (mean over seeds, 95% CI bands), and optionally
+  the plateaus found in each run (``testbed.analyses.plateaus``) under the curves.
+
+`CAPTION` is the figure's report caption (a template: ``{task}``, ``{primary}``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from testbed.analyses.figkit import (
+    HP_COLUMNS,
+    METRIC_NAMES,
+    label_order,
+    log_floor,
+    log_spaced,
+    log_ticks,
+    method_labels,
+    palette,
+    seeds_note,
+    split_order,
+    step_axis,
+    suite_figure,
+    task_facts,
+    with_labels,
+)
+from testbed.core.style import split_colors, style
+
+__all__ = ["CAPTION", "loss_curves"]
+
+CAPTION = (
+    "{task}: {primary} over training\n"
+    "Mean over seeds with 95% CI bands, train and each OOD split as panels on shared axes.\n"
+    "Look for: plateaus and the drops that end them (and whether methods drop at different times); OOD "
+    "curves that rise or stall while train keeps falling (fitting the train region at the expense of "
+    "extrapolation); wide bands (seed-dependent dynamics).")
+
+
+def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFrame | None = None) -> Figure:
+    """A task's primary metric over training: one panel per split (train, then each OOD split),
+    one line per method label: the mean over seeds (geometric on the log axis) with a 95%
+    bootstrap CI band (seaborn, ``seed=0``). Log y (linear 0..1 for ``error``); log x
+    (symlog, so step 0 shows) when the evaluation steps are log-spaced. Panels share axes.
+
+    Args:
+        tables: suite tables.
+        task: task name.
+        plateaus: optional detected plateaus with columns ``cell, run, seed, piece, start,
+            end`` (steps); rows of ``piece == "all"`` (all rows when there are none) are
+            drawn as a rug of thin bars at the bottom of every panel, one row per run, in
+            the run's method colour.
+    """
+    info = task_facts(tables, task)
+    primary = info["primary"]
+    h = tables["history"]
+    d = h[(h["task"] == task) & (h["metric"] == primary) & (h["piece"] == "all")].copy()
+    labels = method_labels(tables)
+    pal = palette(labels)
+    d = with_labels(d, labels)
+    d["split"] = d["split"].astype(str)
+    logy = primary != "error"
+    if logy:
+        d["value"] = d["value"].clip(lower=log_floor(d["value"]))
+    splits = split_order(tables, task)
+    colors = split_colors(splits)
+    logx = log_spaced(d["step"])
+    n = len(splits)
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    meta = [f"{primary} ({METRIC_NAMES.get(primary, primary)}) on each split over training   |   "
+            f"target: {info['target']}   |   model: {', '.join(info['models'])}   |   "
+            f"optimizer: {', '.join(info['optimizers'])}",
+            "   |   ".join(["lines: mean over seeds" + (" (geometric, log axis)" if logy else "")
+                            + ", bands: 95% bootstrap CI", *seeds_note(tables, task)]
+                           + (["steps log-spaced (symlog x axis)"] if logx else []))]
+    rug = plateaus is not None and not plateaus.empty
+    with style():
+        fig = suite_figure(f"{task}: {primary} over training", meta, 2.55 * nrows + 0.3)
+        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+        order = label_order(d["label"].dropna(), pal)
+        for i, split in enumerate(splits):
+            ax = axes.flat[i]
+            if logy:
+                ax.set_yscale("log")  # before plotting: seaborn then aggregates in log space
+            step_axis(ax, logx, d["step"].max())
+            sub = d[d["split"] == split]
+            if not sub.empty:
+                sns.lineplot(data=sub, x="step", y="value", hue="label", hue_order=order, palette=pal,
+                             errorbar=("ci", 95), seed=0, n_boot=500, ax=ax, legend=False, lw=1.6,
+                             err_kws={"alpha": 0.18, "lw": 0})
+            title = f"{split} (in-distribution)" if split == "train" else f"{split} (OOD)"
+            ax.set_title(title, color="#222222" if split == "train" else colors[split], fontweight="bold")
+            ax.set_xlabel("training step" if i // ncols == nrows - 1 or i + ncols >= n else "")
+            ax.set_ylabel(primary if i % ncols == 0 else "")
+            if rug:
+                _draw_plateau_rug(ax, plateaus, tables, task, labels, pal, order)
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        if not logy:
+            axes.flat[0].set_ylim(-0.02, 1.02)
+        elif len(d):
+            log_ticks(axes.flat[0].yaxis, axes.flat[0].get_ylim())  # shared: all panels
+        handles = [Line2D([], [], color=pal[lab], lw=2, label=lab) for lab in order]
+        handles.append(Patch(facecolor="#888888", alpha=0.3, label="95% CI over seeds"))
+        if rug:
+            handles.append(Line2D([], [], color="#555555", lw=2.2, solid_capstyle="butt",
+                                  label="plateau (rug: a row per run)"))
+        axes.flat[min(ncols, n) - 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1.0),
+                                            borderaxespad=0.0, frameon=False, title="method")
+    return fig
+
+
+def _draw_plateau_rug(ax, plateaus, tables, task, labels, pal, order) -> None:
+    """The task's plateaus as thin bars at the bottom of ``ax``: a row per run, method colours."""
+    cells = labels.loc[labels["task"] == task, "cell"].unique()
+    p = plateaus[plateaus["cell"].isin(cells)]
+    if "piece" in p.columns and (p["piece"] == "all").any():
+        p = p[p["piece"] == "all"]
+    if p.empty:
+        return
+    runs = tables.get("runs")
+    if runs is not None and all(c in runs.columns for c in HP_COLUMNS):
+        p = p.merge(runs[["cell", "run", *HP_COLUMNS]].drop_duplicates(), on=["cell", "run"], how="left")
+    p = with_labels(p, labels)
+    rows = p[["label", "cell", "run"]].drop_duplicates()
+    rows["o"] = rows["label"].map(lambda s: order.index(s) if s in order else len(order))
+    rows = rows.sort_values(["o", "cell", "run"]).reset_index(drop=True)
+    pos = {(r.cell, r.run): i for i, r in enumerate(rows.itertuples())}
+    step = min(0.014, 0.22 / max(len(rows), 1))
+    tr = ax.get_xaxis_transform()
+    for r in p.itertuples():
+        y = 0.012 + step * pos[(r.cell, r.run)]
+        ax.plot([r.start, r.end], [y, y], transform=tr, color=pal.get(r.label, "#555555"), lw=1.8,
+                solid_capstyle="butt", alpha=0.85, zorder=5, gid="plateau")

@@ -1,0 +1,1 @@
+"""Predictions at fixed probe inputs over training (the probe table and its figure)."""

@@ -1,0 +1,1 @@
+"""Gradient routing: measurements (ablation, localization, recovery, identification), suite tables, figure."""

@@ -1,1 +1,0 @@
-"""Analysis of histories: OOD metrics and attribution, plateaus, localization."""

@@ -1,0 +1,1 @@
+"""Suites: the TOML grid of cells, the runner and its executors, the results store."""

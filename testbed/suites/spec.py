@@ -1,0 +1,324 @@
+"""Suites: a TOML grid of cells, run resumably into a results store.
+
+A suite file looks like this (see ``benchmarks/default.toml``)::
+
+    name = "default"                  # results/<name>/ (default: the file's stem)
+    description = "MSE vs CE targets over the built-in tasks"
+    seeds = 4                         # a count, or a list of seeds
+
+    [train]                           # defaults for every cell
+    steps = 2000
+    batch_size = 256
+    evals = 40
+
+    [grid]                            # cells = tasks x methods x models x optimizers
+    tasks = ["sine_line", "step"]     # or "all"
+    methods = ["mse", { name = "ce", encoding = "two_hot", label = "ce_two_hot" }]
+    models = [{ name = "mlp", width = 64, depth = 2 }]
+    optimizers = [{ name = "adam", lr = 1e-3 }]
+    lr = [1e-3, 3e-3]                 # optional sweeps, vmapped inside each cell
+
+    [overrides.lowrank_logits]        # per-task changes: task params, train fields, grid lists
+    params = { rank = 2 }
+    models = [{ name = "lowrank", rank = 2 }]
+
+Each cell is keyed by a hash of its semantic config (task, params, method,
+model, optimizer, training fields, seeds, sweeps), never by paths, labels or
+times. Finished cells are skipped on rerun; a cell is finished only when its
+DONE marker has been written, last.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from testbed.core.errors import TestbedError
+from testbed.suites.store import cell_key
+
+TRAIN_FIELDS = {"steps": int, "batch_size": int, "evals": int, "eval_spacing": str, "eval_size": int,
+                "probe_points": int}
+GRID_FIELDS = {"tasks", "methods", "models", "optimizers", "lr", "weight_decay", "init_scale"}
+TOP_FIELDS = {"name", "description", "seeds", "train", "grid", "overrides", "analyses", "plugins"}
+OVERRIDE_FIELDS = {"params", "seeds"} | set(TRAIN_FIELDS) | (GRID_FIELDS - {"tasks"})
+
+
+class SuiteError(TestbedError, ValueError):
+    """A suite file is invalid; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """A named, configured piece of a cell (method, model or optimizer)."""
+
+    name: str
+    kwargs: tuple[tuple[str, Any], ...]
+    label: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **dict(self.kwargs)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training call of a suite: a task under a method, model and optimizer."""
+
+    task: str
+    params: tuple[tuple[str, Any], ...]
+    method: Component
+    model: Component
+    optimizer: Component
+    train: tuple[tuple[str, Any], ...]
+    seeds: tuple[int, ...]
+    sweeps: tuple[tuple[str, tuple[float, ...]], ...]
+    analyses: tuple[str, ...] = ()  # analyses the suite names, beyond the default ones (e.g. "routing")
+
+    def config(self) -> dict[str, Any]:
+        """The semantic config: what the cell key hashes (no labels, no paths)."""
+        cfg = {"task": self.task, "params": dict(self.params), "method": self.method.as_dict(),
+               "model": self.model.as_dict(), "optimizer": self.optimizer.as_dict(), "train": dict(self.train),
+               "seeds": list(self.seeds), "sweeps": {k: list(v) for k, v in self.sweeps}}
+        if self.analyses:  # absent when empty, so cells without extra analyses keep their keys
+            cfg["analyses"] = list(self.analyses)
+        return cfg
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.config())
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"method": self.method.label, "model": self.model.label, "optimizer": self.optimizer.label}
+
+    @property
+    def total_steps(self) -> int:
+        return dict(self.train)["steps"]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A loaded, validated suite."""
+
+    name: str
+    description: str
+    cells: tuple[Cell, ...]
+    source: str = ""  # the suite file's text, recorded in the manifest
+    path: str | None = None
+    plugins: tuple[str, ...] = ()  # plug-ins the suite loaded (resolved paths or module names)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file. Raises SuiteError naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot read suite file: {e.strerror}") from None
+    try:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(f"{path}: not valid TOML: {e}") from None
+    return suite_from_spec(spec, source=text, path=str(path), default_name=path.stem)
+
+
+def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<suite>",
+                    default_name: str = "suite") -> Suite:
+    """Build a Suite from a parsed mapping (see module docstring).
+
+    The suite's ``plugins`` (files relative to the suite file, or module names) are
+    imported first, so the tasks, methods, models and analyses they register can be named.
+    """
+    from testbed.analyses.base import list_analyses
+    from testbed.core.plugins import PluginError, load_plugins
+    from testbed.methods import list_methods
+    from testbed.models import list_models
+    from testbed.tasks.registry import list_tasks
+    from testbed.training.optim import OPTIMIZERS
+
+    def err(fld: str, msg: str, value: Any = None) -> SuiteError:
+        shown = "" if value is None else f" (got {value!r})"
+        return SuiteError(f"{path}: field '{fld}': {msg}{shown}")
+
+    _keys(spec, TOP_FIELDS, "", err)
+    plugins = spec.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise err("plugins", "expected a list of plug-in files (relative to the suite file) or module names",
+                  plugins)
+    base = Path(path).parent if path != "<suite>" else None
+    try:
+        plugins = load_plugins(plugins, base=base, where=f"{path}: field 'plugins'")
+    except PluginError as e:
+        raise SuiteError(str(e)) from None
+    name = spec.get("name", default_name)
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise err("name", "expected a name of letters, digits, '_' and '-'", name)
+    train = _train_fields(spec.get("train", {}), "train", err)
+    grid = spec.get("grid")
+    if not isinstance(grid, dict):
+        raise err("grid", "expected a [grid] table with at least 'tasks' and 'methods'")
+    _keys(grid, GRID_FIELDS, "grid", err)
+    known = list_tasks()
+    tasks = grid.get("tasks")
+    if tasks == "all":
+        tasks = known
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise err("grid.tasks", "expected a non-empty list of task names, or \"all\"", tasks)
+    for t in tasks:
+        if t not in known:
+            raise err("grid.tasks", f"unknown task {t!r}; known tasks: {', '.join(known)}", t)
+    overrides = spec.get("overrides", {})
+    if not isinstance(overrides, dict):
+        raise err("overrides", "expected tables [overrides.TASK]")
+    for t, o in overrides.items():
+        if t not in tasks:
+            raise err(f"overrides.{t}", f"task {t!r} is not in grid.tasks")
+        if not isinstance(o, dict):
+            raise err(f"overrides.{t}", "expected a table")
+        _keys(o, OVERRIDE_FIELDS, f"overrides.{t}", err)
+
+    analyses = spec.get("analyses", [])
+    known_analyses = list_analyses()
+    if not isinstance(analyses, list) or any(a not in known_analyses for a in analyses):
+        raise err("analyses", f"expected a list of analysis names; accepted: {', '.join(known_analyses)}", analyses)
+    seeds_default = spec.get("seeds", 4)
+    cells = []
+    for t in tasks:
+        o = overrides.get(t, {})
+        where = f"overrides.{t}" if t in overrides else "grid"
+        fields = {**train, **_train_fields({k: v for k, v in o.items() if k in TRAIN_FIELDS}, where, err)}
+        seeds = _seeds(o.get("seeds", seeds_default), f"overrides.{t}.seeds" if "seeds" in o else "seeds", err)
+        params = o.get("params", {})
+        if not isinstance(params, dict):
+            raise err(f"overrides.{t}.params", "expected a table of task parameters", params)
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}  # hashable
+        methods = _components(o.get("methods", grid.get("methods")), f"{where}.methods", list_methods(), err)
+        models = _components(o.get("models", grid.get("models", [{"name": "mlp"}])), f"{where}.models",
+                             list_models(), err)
+        optimizers = _components(o.get("optimizers", grid.get("optimizers", [{"name": "adam"}])),
+                                 f"{where}.optimizers", list(OPTIMIZERS), err)
+        sweeps = []
+        for hp in ("lr", "weight_decay", "init_scale"):
+            v = o.get(hp, grid.get(hp))
+            if v is None:
+                continue
+            v = v if isinstance(v, list) else [v]
+            if not v or not all(isinstance(a, int | float) and not isinstance(a, bool) and a >= 0 for a in v):
+                raise err(f"{where}.{hp}", "expected a non-negative number or a list of them", v)
+            sweeps.append((hp, tuple(float(a) for a in v)))
+        for me, mo, op in itertools.product(methods, models, optimizers):
+            cells.append(Cell(t, tuple(sorted(params.items())), me, mo, op, tuple(sorted(fields.items())),
+                              seeds, tuple(sweeps), tuple(analyses)))
+    if not cells:
+        raise err("grid", "the grid is empty")
+    _check_buildable(cells, err)
+    return Suite(name=name, description=str(spec.get("description", "")), cells=tuple(_relabel(cells)),
+                 source=source, path=path, plugins=tuple(plugins))
+
+
+def _keys(m: Mapping, allowed: set[str], where: str, err) -> None:
+    for k in m:
+        if k not in allowed:
+            fld = f"{where}.{k}" if where else k
+            raise err(fld, f"unknown field; accepted: {', '.join(sorted(allowed))}")
+
+
+def _train_fields(m: Any, where: str, err) -> dict[str, Any]:
+    if not isinstance(m, dict):
+        raise err(where, "expected a table", m)
+    out = {"steps": 2000, "batch_size": 256, "evals": 40, "eval_spacing": "linear", "eval_size": 1024,
+           "probe_points": 256} if where == "train" else {}
+    for k, v in m.items():
+        if k not in TRAIN_FIELDS:
+            raise err(f"{where}.{k}", f"unknown field; accepted: {', '.join(TRAIN_FIELDS)}")
+        typ = TRAIN_FIELDS[k]
+        if not isinstance(v, typ) or isinstance(v, bool) or (typ is int and v < 1):
+            raise err(f"{where}.{k}", "expected a positive integer" if typ is int else "expected a string", v)
+        if k == "eval_spacing" and v not in ("linear", "log"):
+            raise err(f"{where}.{k}", "accepted: linear, log", v)
+        out[k] = v
+    return out
+
+
+def _seeds(v: Any, fld: str, err) -> tuple[int, ...]:
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        return tuple(range(v))
+    if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+        return tuple(v)
+    raise err(fld, "expected a positive count or a non-empty list of integers", v)
+
+
+def _components(v: Any, fld: str, known: list[str], err) -> list[Component]:
+    if isinstance(v, str | dict):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        raise err(fld, "expected a non-empty list of names or {name = ..., ...} tables", v)
+    out = []
+    for i, item in enumerate(v):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise err(f"{fld}[{i}]", "expected a name or a table with 'name'", item)
+        if item["name"] not in known:
+            raise err(f"{fld}[{i}].name", f"unknown {fld.rsplit('.', 1)[-1][:-1]} {item['name']!r}; "
+                      f"known: {', '.join(known)}", item["name"])
+        label = item.get("label")
+        kwargs = tuple(sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in item.items()
+                              if k not in ("name", "label")))
+        out.append(Component(item["name"], kwargs, label if isinstance(label, str) else ""))
+    return out
+
+
+def _check_buildable(cells: list[Cell], err) -> None:
+    """Build every distinct task, method, model and optimizer once, so bad values fail at load."""
+    from testbed.methods import make_method
+    from testbed.models import make_model
+    from testbed.tasks.registry import make_task
+    from testbed.training.optim import make_optimizer
+
+    seen: set = set()
+    for c in cells:
+        for what, build, arg in (("task", lambda c: make_task(c.task, **dict(c.params)), c.task),
+                                 ("method", lambda c: make_method(c.method.name, **dict(c.method.kwargs)), c.method),
+                                 ("model", lambda c: make_model(c.model.name, **dict(c.model.kwargs)), c.model),
+                                 ("optimizer", lambda c: make_optimizer(c.optimizer.name, **dict(c.optimizer.kwargs)),
+                                  c.optimizer)):
+            k = (what, c.task if what == "task" else None, c.params if what == "task" else None, arg)
+            if k in seen:
+                continue
+            seen.add(k)
+            try:
+                build(c)
+            except TestbedError as e:
+                raise err(f"{what} of task {c.task!r}" if what != "task" else f"task {c.task!r}", str(e)) from None
+    for c in cells:  # methods that depend on the run length (e.g. a myopic cutoff) check it now
+        method = make_method(c.method.name, **dict(c.method.kwargs))
+        if method.extras.check is not None:
+            try:
+                method.extras.check(make_task(c.task, **dict(c.params)), c.total_steps)
+            except TestbedError as e:
+                raise err(f"method of task {c.task!r}", str(e)) from None
+
+
+def _relabel(cells: list[Cell]) -> list[Cell]:
+    """Give every component without an explicit label the shortest unique one."""
+    out = cells
+    for attr in ("method", "model", "optimizer"):
+        comps = {getattr(c, attr) for c in out}
+        by_name: dict[str, set] = {}
+        for comp in comps:
+            by_name.setdefault(comp.name, set()).add(comp.kwargs)
+        labels = {}
+        for comp in comps:
+            if comp.label:
+                labels[comp] = comp.label
+            elif len(by_name[comp.name]) == 1:
+                labels[comp] = comp.name
+            else:
+                labels[comp] = comp.name + "(" + ",".join(f"{k}={v}" for k, v in comp.kwargs) + ")"
+        out = [Cell(**{**c.__dict__, attr: Component(getattr(c, attr).name, getattr(c, attr).kwargs,
+                                                     labels[getattr(c, attr)])}) for c in out]
+    return out

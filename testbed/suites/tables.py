@@ -1,0 +1,76 @@
+"""Reading a suite's results folder back: every finished cell's tables, cell columns first.
+
+Plain pandas: reading results never starts JAX (the cell's target kind and primary metric
+come from its ``config.json``, or, for folders written before they were recorded there,
+from the metrics in its history).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from testbed.core.columns import METRICS
+from testbed.core.errors import ConfigError
+from testbed.suites.spec import Suite
+from testbed.suites.store import HISTORY_FILE, SuiteStore
+
+
+def load_tables(root: str | Path, suite: Suite | None = None,
+                which: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
+    """The suite's tables (see docs/suite_tables.md) over every finished cell.
+
+    Every table a cell stored is read (``which`` limits them); each row starts with the
+    cell's columns: cell, task, method, model, optimizer (the labels), target, primary.
+    With ``suite`` only its cells are read and its current labels applied.
+    """
+    store = SuiteStore(root)
+    keys = store.done_keys()
+    if suite is not None:
+        current = {c.key: c for c in suite.cells}
+        keys = [k for k in keys if k in current]
+    if not keys:
+        raise ConfigError(f"{root}: no finished cells to read (run `testbed bench` first)")
+    out: dict[str, list[pd.DataFrame]] = {}
+    for k in keys:
+        cfg, hist = store.load_cell(k)
+        labels = current[k].labels if suite is not None else cfg.get("labels", {})
+        names = sorted(p.stem for p in store.cell_dir(k).glob("*.parquet") if p.name != HISTORY_FILE)
+        tables = {"history": hist, **{n: store.load_table(k, n) for n in names if which is None or n in which}}
+        facts = cfg.get("facts") or _facts(hist, tables.get("probes"))
+        cols = {"cell": k, "task": cfg["task"], "method": labels.get("method", cfg["method"]["name"]),
+                "model": labels.get("model", cfg["model"]["name"]),
+                "optimizer": labels.get("optimizer", cfg["optimizer"]["name"]), "target": facts["target"],
+                "primary": facts["primary"]}
+        for name, df in tables.items():
+            out.setdefault(name, []).append(pd.concat([pd.DataFrame(cols, index=df.index), df], axis=1))
+    return {w: _concat(dfs) for w, dfs in out.items()}
+
+
+def cell_facts(task) -> dict[str, str]:
+    """What readers need of a cell's task without building it: target kind and primary metric."""
+    return {"target": task.target, "primary": METRICS[task.target][0]}
+
+
+def _facts(history: pd.DataFrame, probes: pd.DataFrame | None) -> dict[str, str]:
+    """A cell's facts read off its history (folders from before ``facts`` were recorded)."""
+    metrics = set(history["metric"].astype(str))
+    if "kl" in metrics:
+        target = "distribution"
+    elif "error" in metrics:
+        target = "class"
+    else:
+        vector = probes is not None and "output" in probes and probes["output"].nunique() > 1
+        target = "vector" if vector else "scalar"
+    return {"target": target, "primary": METRICS[target][0]}
+
+
+def _concat(dfs: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate, with categoricals of differing categories turned into strings first."""
+    dfs = [d.astype({c: "object" for c in d.columns if isinstance(d[c].dtype, pd.CategoricalDtype)}) for d in dfs]
+    out = pd.concat(dfs, ignore_index=True)
+    for c in out.columns:
+        if out[c].dtype == object:
+            out[c] = out[c].astype("category")
+    return out

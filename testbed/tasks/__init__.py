@@ -1,0 +1,14 @@
+"""Tasks: the task model and its sampler, the spec language, the registry, Python-built tasks.
+
+Importing this package registers the built-in Python tasks (the TOML specs are found
+on disk by the registry).
+"""
+
+from testbed.core.platform import configure_host_devices as _configure_host_devices
+
+_configure_host_devices()  # before JAX starts: one CPU device per core
+
+from testbed.tasks import deep_linear, lowrank_logits  # noqa: E402, F401  (registration)
+from testbed.tasks.registry import list_tasks, make_task, register_task  # noqa: E402
+
+__all__ = ["list_tasks", "make_task", "register_task"]

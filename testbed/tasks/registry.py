@@ -1,0 +1,144 @@
+"""The task registry: Python factories plus TOML spec folders.
+
+A registry is a dict, a `register_task` that refuses duplicates, and a `make_task`
+that validates what it returns (the gymnax way). TOML specs are found in the
+built-in ``tasks/`` folder (shipped inside the wheel as ``testbed.tasks.specs``), in every
+folder of the ``TESTBED_TASKS`` path list, and in folders added with
+`add_task_dir` (the CLI's ``--tasks-dir``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from testbed.core.errors import ConfigError, SpecError, UnknownNameError, call_factory
+from testbed.tasks.spec import load_task, read_spec
+from testbed.tasks.task import Task
+
+_FACTORIES: dict[str, Callable[..., Task]] = {}
+_EXTRA_DIRS: list[Path] = []
+_CACHE: dict[tuple, Task] = {}
+
+
+def register_task(name: str | Callable[..., Task] | None = None):
+    """Register a Python task factory ``(**overrides) -> Task`` under a name.
+
+    Use as ``@register_task`` (the function's name) or ``@register_task("name")``.
+    Refuses a name that is already registered (Python or TOML).
+    """
+    def deco(fn: Callable[..., Task], task_name: str | None = None) -> Callable[..., Task]:
+        task_name = task_name or fn.__name__
+        if task_name in _FACTORIES:
+            raise ConfigError(f"task {task_name!r} is already registered")
+        _FACTORIES[task_name] = fn
+        return fn
+
+    if callable(name):
+        return deco(name)
+    return lambda fn: deco(fn, name)
+
+
+def add_task_dir(path: str | Path) -> None:
+    """Also look for TOML task specs in this folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"--tasks-dir: {str(path)!r} is not a folder")
+    if path not in _EXTRA_DIRS:
+        _EXTRA_DIRS.append(path)
+
+
+def task_dirs() -> list[Path]:
+    """Folders searched for specs: built-in, then TESTBED_TASKS, then added folders."""
+    dirs = [Path(str(importlib.resources.files("testbed.tasks.specs")))]
+    for part in os.environ.get("TESTBED_TASKS", "").split(os.pathsep):
+        if part.strip():
+            p = Path(part.strip())
+            if not p.is_dir():
+                raise ConfigError(f"TESTBED_TASKS: {part!r} is not a folder")
+            dirs.append(p)
+    return dirs + [d for d in _EXTRA_DIRS if d not in dirs]
+
+
+def spec_files() -> dict[str, Path]:
+    """Task name -> spec file, over every spec folder. Refuses a name defined twice."""
+    found: dict[str, Path] = {}
+    for d in task_dirs():
+        for path in sorted(d.glob("*.toml")):
+            name = _spec_name(path, path.stat().st_mtime_ns)
+            if not isinstance(name, str):
+                raise SpecError("expected str", file=str(path), field="name", text=str(name))
+            if name in found or name in _FACTORIES:
+                other = str(found[name]) if name in found else "a Python task"
+                raise SpecError(f"task name {name!r} is already defined by {other}", file=str(path), field="name")
+            found[name] = path
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _spec_name(path: Path, mtime_ns: int):
+    """A spec file's task name, parsed once per version of the file (the mtime is the key)."""
+    return read_spec(path).get("name", path.stem)
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered task, sorted."""
+    files = spec_files()
+    return sorted([*_FACTORIES, *files])
+
+
+def make_task(name: str, **overrides) -> Task:
+    """Build a registered task by name.
+
+    The same name and overrides return the same Task object, so compiled programs
+    that close over it are reused.
+
+    Args:
+        name: a name from `list_tasks`.
+        **overrides: TOML tasks: new values for ``[params]``; Python tasks: factory keywords.
+
+    Raises:
+        UnknownNameError: the name is not registered.
+        SpecError / ConfigError: the spec or an override is invalid.
+    """
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}  # hashable
+    if name in _FACTORIES:
+        key = (name, None, tuple(sorted(overrides.items())))
+        if key not in _CACHE:
+            _CACHE[key] = call_factory("task", name, _FACTORIES[name], overrides, Task)
+        return _CACHE[key]
+    files = spec_files()
+    if name not in files:
+        raise UnknownNameError("task", name, list_tasks())
+    path = files[name]
+    key = (name, str(path), path.stat().st_mtime_ns, tuple(sorted(overrides.items())))
+    if key not in _CACHE:
+        _CACHE[key] = load_task(path, **overrides)
+    return _CACHE[key]
+
+
+def describe(name: str) -> dict[str, object]:
+    """What `testbed tasks` lists of a task: dims, target, pieces, splits, description.
+
+    A TOML task is described from its spec text without building it (no program is
+    compiled); a Python task is built.
+    """
+    files = spec_files()
+    if name in files:
+        spec = read_spec(files[name])
+        dom = spec.get("domain") or {}
+        low = dom.get("low") if isinstance(dom.get("low"), list) else []
+        dims = f"{len(low)}" if dom.get("kind", "box") == "box" else f"{len(low)} int ({dom.get('encoding', 'scalar')})"
+        target = str(spec.get("target", "scalar"))
+        if spec.get("classes") is not None:
+            target = f"{target}[{spec['classes']}]"
+        splits = spec.get("splits") or {}
+        return {"task": name, "dims": dims, "target": target, "pieces": len(spec.get("pieces") or []),
+                "splits": ", ".join(splits), "description": str(spec.get("description", ""))}
+    t = make_task(name)
+    dims = f"{t.dim}" if t.domain.kind == "box" else f"{t.dim} int ({t.domain.encoding})"
+    return {"task": name, "dims": dims, "target": t.target if t.target == "scalar" else f"{t.target}[{t.out_dim}]",
+            "pieces": len(t.pieces), "splits": ", ".join(t.splits), "description": t.description}

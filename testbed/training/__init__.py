@@ -1,0 +1,1 @@
+"""Training: the engine, its optimizers, and what a training call returns."""

@@ -1,0 +1,431 @@
+"""The training engine: every seed and swept hyperparameter in one compiled program.
+
+``train(task, method, model, optimizer, ...)`` builds, once per static
+configuration, a function ``run(key, hparams)`` that initializes a model, then
+``lax.scan``s over training steps (fresh data sampled inside the scan, evaluations
+at fixed steps written into buffers in the carry). It is ``vmap``ped over runs
+(seeds x hyperparameter grid) and the run axis is sharded over every local device.
+The scan is cut into equal chunks so the host can show progress between them; the
+numbers do not depend on the chunking (data keys are ``fold_in(key, step)``).
+
+A run whose loss or parameters become non-finite is frozen at that step and its
+later evaluations are NaN; the other runs carry on. A method may also halt a run
+(`Extras.halt`, e.g. a model that shuts itself down): its updates stop, its
+evaluations go on.
+
+Per-update scalars (the training-batch loss and a method's aux values) leave each
+chunk as scan outputs, not through the carry.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from testbed.core.columns import SWEPT
+from testbed.core.errors import ConfigError
+from testbed.core.platform import provenance
+from testbed.methods.base import Ctx, Method, make_method
+from testbed.models.modules import MLP
+from testbed.models.registry import ModelConfig, make_model
+from testbed.tasks.metrics import metric_names, task_metrics
+from testbed.tasks.registry import make_task
+from testbed.tasks.task import Batch, Task, raw_grid
+from testbed.training.optim import Optimizer, make_optimizer
+from testbed.training.result import RunResult, build_history
+
+MAX_CHUNKS = 20  # progress granularity: the scan is cut into at most this many calls
+OOD_PROBES = 128  # probe points sampled from each OOD split, after the grid
+EVAL_KEY = 0  # seed of the fixed evaluation sets, shared by every run: split i is drawn with fold_in(key(EVAL_KEY), i)
+PROBE_KEY = 1  # seed of the OOD probe samples: OOD split i is drawn with fold_in(key(PROBE_KEY), i)
+
+
+HParams = NamedTuple("HParams", [(name, jax.Array) for name in SWEPT])
+HParams.__doc__ = """Per-run continuous hyperparameters, one field per `testbed.core.columns.SWEPT` column
+(lr, weight_decay, init_scale; vmapped: each leaf is [runs] or a scalar)."""
+
+
+class EvalData(NamedTuple):
+    """Fixed evaluation inputs shared by every run (replicated on every device)."""
+
+    batch: Batch  # every split's eval points, concatenated: [N, ...]
+    group: jax.Array  # [N, G] averaging weights: column split*(pieces+1)+piece, last = "all"
+    probe: Batch  # probe inputs for prediction trajectories: [Pn, ...]
+
+
+class Carry(NamedTuple):
+    """The scan carry of one run."""
+
+    params: Any
+    opt_state: Any
+    data_key: jax.Array
+    diverged_at: jax.Array  # int32 step of the first non-finite update, -1 if none
+    halted_at: jax.Array  # int32 step at which the method halted the run, -1 if none
+    metrics: jax.Array  # [E, G, M] evaluation buffer
+    preds: jax.Array  # [E, Pn, ...] probe predictions
+    profile: jax.Array  # [E, G, K, Q] the method's profile (K = Q = 0 without one)
+
+
+@dataclass(frozen=True)
+class Static:
+    """Everything that decides shapes and code paths: the compile-cache key."""
+
+    task: Task
+    method: Method
+    model: ModelConfig
+    optimizer: Optimizer  # structure only (swept numbers zeroed)
+    steps: int
+    batch_size: int
+    chunk: int
+    n_chunks: int
+    eval_steps: tuple[int, ...]
+    eval_size: int
+    probe_points: int
+    warm_start: bool = False  # start from given parameters instead of a fresh init
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled training program for one static configuration and run count."""
+
+    init: Callable
+    chunk: Callable
+    graphdef: Any
+    compile_s: float
+    trace_names: tuple[str, ...]  # per-update outputs of a chunk: "loss", then the method's aux
+
+
+_PROGRAMS: dict[tuple[Static, int], Program] = {}
+COMPILES = {"count": 0}  # programs built (cache misses), for tests and benchmarks
+
+
+def eval_schedule(steps: int, evals: int, spacing: str = "linear") -> tuple[int, ...]:
+    """Steps (after that many updates) at which to evaluate; always includes 0 and ``steps``."""
+    if spacing not in ("linear", "log"):
+        raise ConfigError(f"eval_spacing: unknown {spacing!r}; accepted: linear, log")
+    if evals < 2:
+        raise ConfigError(f"evals: expected at least 2 evaluation points, got {evals}")
+    if spacing == "linear":
+        pts = np.linspace(0, steps, evals)
+    else:
+        pts = np.concatenate([[0], np.geomspace(1, max(steps, 1), evals - 1)])
+    return tuple(sorted({int(round(p)) for p in pts} | {0, steps}))
+
+
+def _listify(name: str, value, default: float) -> list[float]:
+    vals = [default] if value is None else list(value) if isinstance(value, list | tuple) else [value]
+    if not vals or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                           for v in vals):
+        raise ConfigError(f"--{name.replace('_', '-')}: expected non-negative numbers, got {value!r}")
+    return [float(v) for v in vals]
+
+
+def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
+          optimizer: Optimizer | str | None = None, *, steps: int = 1000, batch_size: int = 256,
+          seeds: int | Sequence[int] = 4, lr: float | Sequence[float] | None = None,
+          weight_decay: float | Sequence[float] | None = None,
+          init_scale: float | Sequence[float] | None = None, init_params: Any = None,
+          evals: int = 50, eval_spacing: str = "linear",
+          eval_size: int = 1024, probe_points: int = 256, quiet: bool = False,
+          on_progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Train many small models at once and record what happened.
+
+    Runs are the product of seeds and the hyperparameter grid (``lr`` x
+    ``weight_decay`` x ``init_scale``; a list sweeps, a number fixes); all of them
+    run in one compiled program. The same seed gets the same initialization and
+    data in every grid cell.
+
+    Args:
+        task: a Task or a registered task name.
+        method: a Method or a registered method name (``mse``, ``ce``, ...).
+        model: a model config or name (default: MLP of width 64, depth 2).
+        optimizer: an Optimizer or name (default: Adam, lr 1e-3).
+        steps: training updates per run.
+        batch_size: fresh training examples per update.
+        seeds: number of seeds (0..n-1) or explicit seed list.
+        lr, weight_decay, init_scale: values or lists to sweep (default: the
+            optimizer's values and 1.0).
+        init_params: start every run from these parameters instead of a fresh
+            init (a pytree of [runs, ...] arrays, e.g. an edited ``RunResult.params``,
+            runs in the same order); ``init_scale`` is then ignored. For
+            fine-tuning and retraining after ablation.
+        evals: number of evaluation points (including step 0 and the last step).
+        eval_spacing: ``linear`` or ``log``.
+        eval_size: evaluation examples per split (fixed across runs and evaluations).
+        probe_points: probe inputs (a grid over the domain) whose predictions are recorded.
+        quiet: no progress bar.
+        on_progress: called with (steps done, total) after each chunk.
+
+    Returns:
+        RunResult with the tidy ``history`` and the per-run table ``runs``.
+    """
+    task = make_task(task) if isinstance(task, str) else task
+    method = make_method(method)
+    model = make_model(model) if isinstance(model, str) else (model or MLP())
+    optimizer = make_optimizer(optimizer) if isinstance(optimizer, str) else (optimizer or Optimizer())
+    for name, v, lo in (("steps", steps, 1), ("batch_size", batch_size, 1), ("eval_size", eval_size, 1),
+                        ("probe_points", probe_points, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {v!r}")
+    if method.extras.check is not None:
+        method.extras.check(task, steps)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list or (isinstance(seeds, int) and seeds < 1):
+        raise ConfigError(f"--seeds: expected a positive count or a non-empty list, got {seeds!r}")
+    grid = list(itertools.product(_listify("lr", lr, optimizer.lr),
+                                  _listify("weight_decay", weight_decay, optimizer.weight_decay),
+                                  _listify("init_scale", init_scale, 1.0)))
+
+    eval_steps = eval_schedule(steps, min(evals, steps + 1), eval_spacing)
+    n_chunks = min(MAX_CHUNKS, steps + 1)
+    chunk = math.ceil((steps + 1) / n_chunks)
+    st = Static(task, method, model, optimizer.structure(), steps, batch_size, chunk, n_chunks,
+                eval_steps, eval_size, probe_points, warm_start=init_params is not None)
+
+    runs = [(h, s) for h in range(len(grid)) for s in seed_list]
+    devices = jax.devices()
+    n_pad = -len(runs) % len(devices)
+    runs_padded = runs + [runs[-1]] * n_pad
+    mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
+    by_run, replicated = NamedSharding(mesh, P("runs")), NamedSharding(mesh, P())
+
+    keys = jax.device_put(jnp.stack([jax.random.key(s) for _, s in runs_padded]), by_run)
+    hp = HParams(*(jax.device_put(jnp.asarray([grid[h][i] for h, _ in runs_padded], jnp.float32), by_run)
+                   for i in range(3)))
+    data = jax.device_put(_eval_data(st), replicated)
+    p0 = None
+    if init_params is not None:
+        leaves = jax.tree.leaves(init_params)
+        if not leaves or any(np.shape(a)[0] != len(runs) for a in leaves):
+            raise ConfigError(f"init_params: expected arrays with a leading axis of {len(runs)} runs "
+                              f"(seeds x grid), got shapes {[np.shape(a) for a in leaves][:3]}")
+        p0 = jax.device_put(jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], n_pad, 0)]),
+                                         init_params), by_run)
+
+    t0 = time.perf_counter()
+    compiles = COMPILES["count"]
+    prog = _program(st, len(runs_padded), keys, hp, p0, data, by_run, replicated)
+    t_run = time.perf_counter()
+    carry = prog.init(keys, hp, p0)
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc=f"{task.name}/{method.name} x{len(runs)}", unit="step", leave=False)
+    outs = []
+    for c in range(n_chunks):
+        carry, ys = prog.chunk(carry, hp, jnp.int32(c * chunk), data)
+        outs.append(ys)
+        done = min((c + 1) * chunk, steps)
+        if bar is not None or on_progress is not None:
+            jax.block_until_ready(carry.diverged_at)
+            if bar is not None:
+                bar.update(done - bar.n)
+            if on_progress is not None:
+                on_progress(done, steps)
+    carry = jax.device_get(carry)
+    traces = {k: np.concatenate([np.asarray(o[k]) for o in outs], axis=1)[:len(runs), :steps]
+              for k in prog.trace_names}
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t0
+    run_s = time.perf_counter() - t_run
+
+    keep = len(runs)
+    halted = np.asarray(carry.halted_at)[:keep]
+    profile = None
+    if method.extras.profile is not None:
+        profile = (method.extras.profile, np.asarray(method.extras.profile.values(steps)), np.asarray(carry.profile)[:keep])
+    run_metrics = {}
+    if method.extras.run_metrics is not None:
+        run_metrics = {k: np.asarray(v, np.float64) for k, v in
+                       method.extras.run_metrics(traces, halted, steps).items()}
+    config = {
+        "task": task.name, "task_params": dict(task.params), "method": method.name,
+        "method_hparams": dict(method.hparams), "model": model.name, "model_config": vars(model).copy(),
+        "optimizer": vars(optimizer).copy(), "steps": steps, "batch_size": batch_size, "seeds": seed_list,
+        "lr": sorted({g[0] for g in grid}), "weight_decay": sorted({g[1] for g in grid}),
+        "init_scale": sorted({g[2] for g in grid}), "evals": evals, "eval_spacing": eval_spacing,
+        "eval_size": eval_size, "probe_points": probe_points,
+    }
+    return build_history(
+        task=task, config=config, runs=runs, grid=grid, eval_steps=np.asarray(eval_steps),
+        metric_names=_metric_names(task, method),
+        metrics=np.asarray(carry.metrics)[:keep], preds=np.asarray(carry.preds)[:keep],
+        batch_loss=traces["loss"], diverged_at=np.asarray(carry.diverged_at)[:keep],
+        halted_at=halted, traces={k: v for k, v in traces.items() if k != "loss"},
+        profile=profile, run_metrics=run_metrics,
+        params=jax.tree.map(lambda a: np.asarray(a)[:keep], carry.params), graphdef=prog.graphdef,
+        probe=jax.tree.map(np.asarray, data.probe),
+        probe_split=probe_splits(task, np.asarray(data.probe.x)),
+        probe_grid=int(raw_grid(task.domain, st.probe_points).shape[0]),
+        timing={"compile_s": prog.compile_s, "compiled": COMPILES["count"] > compiles, "wall_s": wall,
+                "run_s": run_s, "runs": len(runs), "devices": len(devices)},
+        provenance=provenance())
+
+
+def _metric_names(task: Task, method: Method) -> tuple[str, ...]:
+    return ("loss", *metric_names(task), *method.extras.eval_metrics)
+
+
+def _eval_data(st: Static) -> EvalData:
+    """The fixed evaluation sets (key 0), their grouping weights and the probes."""
+    task = st.task
+    batch, probe = _sample_eval(task, st.eval_size, st.probe_points)
+    n_groups = len(task.pieces) + 1
+    split_id = np.repeat(np.arange(len(task.splits)), st.eval_size)
+    piece = np.asarray(batch.piece)
+    onehot = np.zeros((len(piece), len(task.splits) * n_groups), np.float32)
+    rows = np.arange(len(piece))
+    onehot[rows, split_id * n_groups + np.where(piece >= 0, piece, n_groups - 1)] = 1.0
+    onehot[rows, split_id * n_groups + n_groups - 1] = 1.0
+    counts = onehot.sum(0)
+    group = onehot / np.where(counts > 0, counts, np.nan)  # empty groups average to NaN
+    return EvalData(batch, jnp.asarray(group), probe)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample_eval(task: Task, eval_size: int, probe_points: int) -> tuple[Batch, Batch]:
+    # One program for every split's eval set and the probes (not one per split).
+    parts = [task.sample(jax.random.fold_in(jax.random.key(EVAL_KEY), i), eval_size, s)
+             for i, s in enumerate(task.splits)]
+    batch = Batch(*(jnp.concatenate(xs) for xs in zip(*parts, strict=True)))
+    # Probes: a grid over the domain (ordered, for trajectory heatmaps), then a fixed
+    # sample of each OOD split (dense OOD coverage for attribution).
+    ood = [task.sample_raw(jax.random.fold_in(jax.random.key(PROBE_KEY), i), OOD_PROBES, s)
+           for i, s in enumerate(task.ood_splits)]
+    px = jnp.concatenate([task.grid(probe_points), *(task.domain.encode(r) for r in ood)])
+    return batch, Batch(px, task(px), task.piece_of(px))
+
+
+def probe_splits(task: Task, probe_x: np.ndarray) -> np.ndarray:
+    """Index of the first split (in ``task.splits`` order) holding each probe input, -1 for none."""
+    raw = task.domain.decode(jnp.asarray(probe_x))
+    masks = np.stack([np.asarray(s.where(raw)) for s in task.split_specs])
+    return np.where(masks.any(0), masks.argmax(0), -1)
+
+
+def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) -> Program:
+    """Build and compile (or fetch from cache) the init and chunk programs."""
+    cache_key = (st, n_runs)
+    if cache_key in _PROGRAMS:
+        return _PROGRAMS[cache_key]
+    task, method = st.task, st.method
+    in_dim, out_dim = task.in_dim + method.extras.extra_inputs, method.head_dim(task)
+    graphdef = nnx.graphdef(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0)))
+    m_names = _metric_names(task, method)
+    prof = method.extras.profile
+    n_prof = (len(prof.values(st.steps)), len(prof.names)) if prof is not None else (0, 0)
+    eval_index = np.full(st.chunk * st.n_chunks, -1, np.int32)
+    eval_index[list(st.eval_steps)] = np.arange(len(st.eval_steps))
+    eval_index = jnp.asarray(eval_index)
+
+    def apply(params, x, **kwargs):
+        return nnx.merge(graphdef, params)(x, **kwargs)
+
+    def make_tx(h: HParams) -> optax.GradientTransformation:
+        return st.optimizer.build(h.lr, h.weight_decay, st.steps, extra=method.tx)
+
+    def init_run(key, h: HParams, p0) -> Carry:
+        k_init, k_data = jax.random.split(key)
+        params = nnx.state(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(k_init)))
+        if st.warm_start:
+            params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, p0)
+        else:
+            params = jax.tree.map(lambda p: p * h.init_scale, params)
+        n_eval, n_groups = len(st.eval_steps), data.group.shape[1]
+        pred_shape = jax.eval_shape(lambda: method.predict(task, jnp.zeros((data.probe.x.shape[0], out_dim))))
+        return Carry(params, make_tx(h).init(params), k_data, jnp.int32(-1), jnp.int32(-1),
+                     jnp.full((n_eval, n_groups, len(m_names)), jnp.nan, jnp.float32),
+                     jnp.zeros((n_eval,) + pred_shape.shape, jnp.float32),
+                     jnp.full((n_eval, n_groups, *n_prof), jnp.nan, jnp.float32))
+
+    def group_means(d: EvalData, vals: jax.Array, ok) -> jax.Array:
+        """[N, ...] per-example values -> [G, ...] group means; a group with any
+        non-finite value (or a diverged run) is NaN."""
+        flat = vals.reshape(vals.shape[0], -1)
+        finite = jnp.isfinite(flat)
+        means = d.group.T @ jnp.where(finite, flat, 0.0)  # NaN columns: empty groups
+        bad = d.group.T @ (~finite).astype(jnp.float32)
+        return jnp.where((bad == 0) & ok, means, jnp.nan).reshape((d.group.shape[1],) + vals.shape[1:])
+
+    def evaluate(c: Carry, t, d: EvalData) -> Carry:
+        ctx = Ctx(t, st.steps)
+        out = method.outputs(task, apply, c.params, d.batch, ctx)
+        per_ex = {"loss": method.loss(task, out, d.batch),
+                  **task_metrics(task, method.predict(task, out), d.batch.y)}
+        if method.extras.evaluate is not None:
+            per_ex.update(method.extras.evaluate(task, apply, c.params, d.batch, ctx, out))
+        ok = c.diverged_at < 0
+        means = group_means(d, jnp.stack([per_ex[m] for m in m_names], axis=-1), ok)  # [G, M]
+        pred = method.predict(task, method.outputs(task, apply, c.params, d.probe, ctx))
+        i = eval_index[t]
+        c = c._replace(metrics=c.metrics.at[i].set(means), preds=c.preds.at[i].set(pred))
+        if prof is not None:
+            pv = prof.fn(task, apply, c.params, d.batch, ctx)
+            c = c._replace(profile=c.profile.at[i].set(
+                group_means(d, jnp.stack([pv[q] for q in prof.names], axis=-1), ok)))
+        return c
+
+    def chunk_run(c: Carry, h: HParams, start, d: EvalData) -> tuple[Carry, dict]:
+        tx = make_tx(h)
+
+        def step(c: Carry, t) -> tuple[Carry, dict]:
+            c = jax.lax.cond(eval_index[t] >= 0, evaluate, lambda c, t, d: c, c, t, d)
+            ctx = Ctx(t, st.steps)
+            active = (t < st.steps) & (c.diverged_at < 0)
+            if method.extras.halt_freezes:
+                active &= c.halted_at < 0
+            batch = task.sample(jax.random.fold_in(c.data_key, t), st.batch_size, "train")
+            (loss, aux), grads = jax.value_and_grad(method.train_loss, argnums=2, has_aux=True)(
+                task, apply, c.params, batch, ctx)
+            halted_at = c.halted_at
+            if method.extras.halt is not None:  # halting at t skips update t when it freezes
+                halts = active & (halted_at < 0) & method.extras.halt(aux, ctx)
+                halted_at = jnp.where(halts, t, halted_at).astype(jnp.int32)
+                if method.extras.halt_freezes:
+                    active &= ~halts
+            updates, opt_state = tx.update(grads, c.opt_state, c.params)
+            params = optax.apply_updates(c.params, updates)
+            finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
+                [jnp.isfinite(p).all() for p in jax.tree.leaves(params)]))
+            take = active & finite
+            # Only the parameters need guarding: an update is skipped only when the run
+            # stops for good (diverged, halted and frozen, or past the last step), so the
+            # optimizer state is never read again. Skipping its select is ~3% per step.
+            params = jax.tree.map(lambda a, b: jnp.where(take, a, b), params, c.params)
+            recorded = active | (halted_at == t)  # the halting update's values are recorded
+            ys = {"loss": aux.get("loss", loss), **{k: v for k, v in aux.items() if k != "loss"}}
+            ys = {k: jnp.where(recorded, jnp.asarray(v, jnp.float32), jnp.nan) for k, v in ys.items()}
+            return Carry(params, opt_state, c.data_key,
+                         jnp.where(active & ~finite, t, c.diverged_at).astype(jnp.int32), halted_at,
+                         c.metrics, c.preds, c.profile), ys
+
+        return jax.lax.scan(step, c, start + jnp.arange(st.chunk, dtype=jnp.int32))
+
+    t0 = time.perf_counter()
+    init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run, by_run), out_shardings=by_run)
+    init_c = init.lower(keys, hp, p0).compile()
+    carry_shape = jax.eval_shape(init, keys, hp, p0)
+    chunk = jax.jit(jax.vmap(chunk_run, in_axes=(0, 0, None, None)),
+                    in_shardings=(by_run, by_run, replicated, replicated), out_shardings=by_run,
+                    donate_argnums=0)
+    lowered = chunk.lower(carry_shape, hp, jnp.int32(0), data)
+    trace_names = tuple(lowered.out_info[1])
+    chunk_c = lowered.compile()
+    COMPILES["count"] += 1
+    prog = Program(init_c, chunk_c, graphdef, time.perf_counter() - t0, trace_names)
+    _PROGRAMS[cache_key] = prog
+    return prog

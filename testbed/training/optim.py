@@ -1,0 +1,93 @@
+"""Optimizers: a frozen config that builds an optax transformation from dynamic numbers.
+
+The structure (which optimizer, schedule shape, clipping) is static; the learning
+rate and weight decay are passed to `Optimizer.build` as (possibly traced) scalars,
+so the engine can vmap over them in one compiled program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import optax
+
+from testbed.core.errors import ConfigError, UnknownNameError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "warmup")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Optimizer:
+    """Optimizer config.
+
+    ``lr`` and ``weight_decay`` are defaults; `testbed.train` can sweep them.
+    """
+
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0  # decoupled (adamw) or L2-added (adam, sgd) weight decay
+    momentum: float = 0.9  # sgd momentum (0 for plain SGD)
+    schedule: str = "constant"  # constant | cosine | warmup | warmup_cosine
+    warmup_steps: int = 0  # linear warmup length for warmup schedules
+    clip: float | None = None  # global-norm gradient clipping threshold (None: off)
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise UnknownNameError("optimizer", self.name, list(OPTIMIZERS))
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optimizer.schedule: unknown {self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
+        for fld in ("lr", "weight_decay", "momentum"):
+            v = getattr(self, fld)
+            if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v < float("inf"):  # NaN fails too
+                raise ConfigError(f"optimizer.{fld}: expected a finite number >= 0, got {v!r}")
+        if self.schedule.startswith("warmup") and self.warmup_steps <= 0:
+            raise ConfigError(f"optimizer.warmup_steps: schedule {self.schedule!r} needs warmup_steps > 0")
+        if self.clip is not None and not self.clip > 0:
+            raise ConfigError(f"optimizer.clip: expected a positive number or None, got {self.clip!r}")
+
+    def structure(self) -> Optimizer:
+        """The static part (numbers that are swept zeroed), for compile-cache keys."""
+        return Optimizer(name=self.name, lr=0.0, weight_decay=0.0, momentum=self.momentum,
+                         schedule=self.schedule, warmup_steps=self.warmup_steps, clip=self.clip)
+
+    def build(self, lr: jax.Array | float, weight_decay: jax.Array | float, total_steps: int,
+              extra: optax.GradientTransformation | None = None) -> optax.GradientTransformation:
+        """The optax transformation, with ``lr`` and ``weight_decay`` possibly traced.
+
+        Args:
+            lr: peak learning rate (scalar).
+            weight_decay: weight decay (scalar).
+            total_steps: run length, for decaying schedules.
+            extra: a method's gradient transformation, applied first.
+        """
+        sched = self._schedule(lr, total_steps)
+        if self.name == "adamw":
+            core = optax.adamw(sched, weight_decay=weight_decay)
+        elif self.name == "adam":
+            core = optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(sched))
+        else:
+            core = optax.chain(optax.add_decayed_weights(weight_decay),
+                               optax.sgd(sched, momentum=self.momentum or None))
+        parts = [t for t in (extra, optax.clip_by_global_norm(self.clip) if self.clip else None) if t]
+        return optax.chain(*parts, core)
+
+    def _schedule(self, lr, total_steps: int):
+        steps = max(total_steps, 1)
+        if self.schedule == "constant":
+            return lambda count: lr * 1.0
+        if self.schedule == "cosine":
+            return lambda count: lr * optax.cosine_decay_schedule(1.0, steps)(count)
+        if self.schedule == "warmup":
+            return lambda count: lr * optax.linear_schedule(0.0, 1.0, self.warmup_steps)(count)
+        return lambda count: lr * optax.warmup_cosine_decay_schedule(0.0, 1.0, self.warmup_steps, steps)(count)
+
+
+def make_optimizer(name: str = "adam", **kwargs) -> Optimizer:
+    """An optimizer config by name and keyword fields (see `Optimizer`)."""
+    try:
+        return Optimizer(name=name, **kwargs)
+    except TypeError:
+        raise ConfigError(f"optimizer {name!r}: bad fields {sorted(kwargs)}; accepted: "
+                          f"{', '.join(Optimizer.__dataclass_fields__)}") from None

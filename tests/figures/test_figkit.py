@@ -1,0 +1,49 @@
+"""Tests for the figures' shared pieces: `testbed.analyses.figkit` and `testbed.core.style`."""
+
+from __future__ import annotations
+
+import pandas as pd
+from figure_tables import STEPS_LIN, STEPS_LOG, png_ok
+
+from testbed.analyses.attribution.figures import attribution_bars
+from testbed.analyses.figkit import log_spaced, method_labels
+from testbed.core.style import WIDTH_IN, Header, save, wrap
+
+
+def test_log_spaced():
+    assert log_spaced(STEPS_LOG)
+    assert not log_spaced(STEPS_LIN)
+    assert not log_spaced([0, 1, 2])
+
+
+def test_labels_append_what_varies_within_a_task(tables):
+    labs = method_labels(tables)
+    assert set(labs["label"]) == {"mse", "ce"}
+    t = {k: v.copy() for k, v in tables.items()}
+    for name in ("history", "runs"):  # a second model for line1d's mse cell
+        df = t[name]
+        extra = df[(df["task"] == "line1d") & (df["method"] == "mse")].assign(cell="f" * 16, model="lowrank_r2")
+        t[name] = pd.concat([df, extra], ignore_index=True)
+    labs = method_labels(t)
+    assert set(labs.loc[labs["task"] == "line1d", "label"]) == {"mse / mlp", "mse / lowrank_r2", "ce / mlp"}
+    assert set(labs.loc[labs["task"] == "grid2d", "label"]) == {"mse", "ce"}
+
+
+def test_save_png_and_svg(tables, tmp_path):
+    fig = attribution_bars(tables)
+    paths = save(fig, tmp_path / "sub" / "attr")
+    assert [p.name for p in paths] == ["attr.png", "attr.svg"]
+    img = png_ok(paths[0].read_bytes())
+    assert 1000 <= img.shape[1] <= 1200
+    svg = paths[1].read_text()
+    assert "<svg" in svg and svg.rstrip().endswith("</svg>")
+
+
+def test_wrap_keeps_spacing_and_breaks_parts_only_between_parts():
+    line = "facts   |   more facts"
+    assert wrap(line, 8.5) == [line]
+    assert wrap("one two\nthree", 10) == ["one two three"]
+    parts = ["x" * 40, "y" * 40, "z" * 40]
+    lines = wrap(parts, 8.5, width_in=4.0)
+    assert len(lines) > 1 and "   |   ".join(lines) == "   |   ".join(parts)
+    assert Header("t", [line, parts]).meta == [line, *wrap(parts, Header.META, WIDTH_IN - 0.3)]

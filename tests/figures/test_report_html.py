@@ -1,0 +1,59 @@
+"""Tests for the HTML report (`testbed.report.html`) and the suite's figures (`testbed.report.build`)."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pandas as pd
+from figure_tables import TASKS, png_ok
+from matplotlib.figure import Figure
+
+from testbed.analyses.attribution.figures import attribution_bars
+from testbed.analyses.ood.figures import piece_heatmap
+from testbed.analyses.probes.figures import probe_trajectory
+from testbed.core.style import DPI
+from testbed.report import html as rhtml
+from testbed.report.build import suite_figures
+
+
+def test_write_report_self_contained(tables, tmp_path):
+    extra_png = tmp_path / "attr.png"
+    attribution_bars(tables).savefig(extra_png, dpi=DPI)
+    summary = pd.DataFrame({"task": ["line1d", "grid2d"], "final_mse": [0.0123456, 2.5e-7]})
+    md = "Notes on the run.\n\n| task | value |\n|---|---:|\n| dist1d | 0.5 |\n\n- one\n- two"
+    figs = [("Loss of line1d\nLook for the drop.", probe_trajectory(tables, "dist1d")),
+            ("Piece heatmap", piece_heatmap(tables)), ("From a file", extra_png)]
+    manifest = {"suite": "tiny", "created": "2025-01-02", "provenance": {
+        "git_commit": "0123abc", "platform": "Linux-test", "versions": {"jax": "0.10.2", "numpy": "2.4"}}}
+    path = rhtml.write_report(tmp_path / "rep", tables, title="Tiny suite", manifest=manifest,
+                              table_sections=[("Summary", summary), ("Notes", md)], figures=figs)
+    assert path == tmp_path / "rep" / "report.html"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["report.html"]
+    text = path.read_text()
+    assert "http://" not in text and "https://" not in text and "<script" not in text and "<link" not in text
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    assert len(srcs) == 3
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert len(data) > 5000
+        png_ok(data)
+    for needle in ("tiny", "0123abc", "Linux-test", "jax 0.10.2", "Tiny suite", "final_mse", "0.01235", "2.5e-07",
+                   "Notes on the run.", "dist1d", "<li>one</li>", "Look for the drop.", "Loss of line1d"):
+        assert needle in text, needle
+    assert text.count('<table class="') == 2
+    assert text.count("<figure") == 3
+    for sid in re.findall(r'<a href="#([^"]+)"', text):  # the contents link to ids that exist
+        assert f'id="{sid}"' in text
+
+
+def test_suite_figures(tables):
+    figs = suite_figures(tables)
+    heads = [f.caption.split("\n", 1)[0] for f in figs]
+    assert heads[:3] == ["Final OOD vs train error", "Final error per piece",
+                         "OOD attribution: which behaviour the final predictions follow"]
+    assert len(figs) == 3 + 2 * len(TASKS)
+    assert heads[3:5] == ["line1d: mse over training", "line1d: predictions over training"]
+    assert all(isinstance(f.figure, Figure) for f in figs)
+    assert all("Look for" in f.caption for f in figs)
