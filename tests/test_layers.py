@@ -122,3 +122,11 @@ def test_help_does_not_import_jax():
             "try:\n    cli.app(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
             "print('JAX' if 'jax' in sys.modules else 'no jax')")
     assert _fresh(code).strip().endswith("no jax")
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {_module_name(p) for p in ROOT.rglob("__init__.py")}
+    assert on_disk <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(on_disk - listed)}"

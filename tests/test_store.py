@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import testbed.core.files as files_mod
 import testbed.suites.store as store_mod
 from testbed.core.errors import TestbedError
 from testbed.suites.store import (
@@ -373,6 +374,7 @@ def test_done_is_written_strictly_last(store, monkeypatch):
         real(path, data)
 
     monkeypatch.setattr(store_mod, "atomic_write_bytes", spy)
+    monkeypatch.setattr(files_mod, "atomic_write_bytes", spy)  # the json and parquet writers call it there
     store.write_cell("k", CONFIG, history(), tables={"a": history()}, extra_json={"b": {}})
     assert order[-1] == "DONE" and order.count("DONE") == 1
     assert set(order[:-1]) == {"config.json", "history.parquet", "a.parquet", "b.json"}
@@ -387,6 +389,7 @@ def test_crash_before_done_leaves_an_unfinished_cell(store, monkeypatch):
         real(path, data)
 
     monkeypatch.setattr(store_mod, "atomic_write_bytes", die_on_table)
+    monkeypatch.setattr(files_mod, "atomic_write_bytes", die_on_table)
     with pytest.raises(KeyboardInterrupt):
         store.write_cell("k", CONFIG, history(), tables={"runs": history()})
     monkeypatch.undo()

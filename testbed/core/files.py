@@ -26,8 +26,8 @@ from testbed.core.errors import TestbedError
 TMP_SUFFIX = ".tmp"  # suffix of files being written; a store removes leftovers
 
 
-class FileWriteError(TestbedError):
-    """A table or document cannot be written (names the file)."""
+class StoreError(TestbedError):
+    """A results file cannot be written or read (names the file)."""
 
 
 def plain_json(obj: object, where: str, *, for_hash: bool) -> object:
@@ -210,7 +210,7 @@ def atomic_write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> None:
     encode fails before the target is touched.
 
     Raises:
-        FileWriteError: the DataFrame cannot be written as Parquet (names the file).
+        StoreError: the DataFrame cannot be written as Parquet (names the file).
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"cannot write {path}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -218,7 +218,7 @@ def atomic_write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> None:
     try:
         df.to_parquet(buf, engine="pyarrow", index=False)
     except Exception as exc:  # pyarrow raises several unrelated types for unencodable columns
-        raise FileWriteError(f"cannot write {path} as Parquet: {exc}") from exc
+        raise StoreError(f"cannot write {path} as Parquet: {exc}") from exc
     atomic_write_bytes(path, buf.getvalue())
 
 

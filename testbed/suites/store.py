@@ -44,7 +44,7 @@ import pandas as pd
 
 from testbed.core.files import (  # noqa: F401  (re-exported: the store's own write primitives)
     TMP_SUFFIX,
-    FileWriteError,
+    StoreError,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_parquet,
@@ -76,10 +76,6 @@ _TMP_SUFFIX = TMP_SUFFIX
 
 
 # ---------------------------------------------------------------------------- errors
-class StoreError(FileWriteError):
-    """A results-store operation failed; the message names the cell or file."""
-
-
 class CellNotDoneError(StoreError, KeyError):
     """The cell has no ``DONE`` marker (never run, or interrupted)."""
 
