@@ -55,8 +55,9 @@ def _unique(prefix="tmp_task"):
 
 @pytest.fixture(autouse=True)
 def _keep_spec_folders():
-    """Every test leaves the added spec folders as it found them."""
+    """Every test starts with no added spec folders and leaves them as it found them."""
     saved = list(registry._EXTRA_DIRS)
+    registry._EXTRA_DIRS.clear()
     yield
     registry._EXTRA_DIRS[:] = saved
 

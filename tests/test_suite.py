@@ -108,6 +108,15 @@ def test_run_skips_finished_cells_and_tables_follow_the_schema(tmp_path):
     assert {"grid", "ood"} == set(p["kind"]) and set(p["seed"]) == {0}
     agg = pd.read_parquet(tmp_path / "results" / "tiny" / "results.parquet")
     assert len(agg) == len(h)
+    # A folder written before cells recorded their facts (target, primary) reads the same.
+    import json
+
+    for cfg_path in (tmp_path / "results" / "tiny").glob("*/config.json"):
+        cfg = json.loads(cfg_path.read_text())
+        assert cfg.pop("facts") == {"target": "scalar", "primary": "mse"}
+        cfg_path.write_text(json.dumps(cfg))
+    old = load_tables(tmp_path / "results" / "tiny", s)["history"]
+    assert old[["target", "primary"]].astype(str).drop_duplicates().values.tolist() == [["scalar", "mse"]]
 
 
 def test_kill_mid_suite_then_resume_equals_uninterrupted_run(tmp_path):
