@@ -114,6 +114,30 @@ models = [{ name = "plugin_tiny", width = 4 }]
 '''
 
 
+@pytest.fixture(autouse=True)
+def _restore_registries():
+    """What a test's plug-ins register is gone after it, so other tests see the built-ins only."""
+    from testbed.analyses.base import ANALYSES
+    from testbed.core import plugins
+    from testbed.methods.base import METHODS
+    from testbed.models.registry import MODELS
+    from testbed.tasks import registry as tasks
+
+    regs = [ANALYSES, METHODS, MODELS]
+    saved = [(dict(r._factories), dict(r._where), dict(r._cache)) for r in regs]
+    saved_tasks = (dict(tasks._FACTORIES), dict(tasks._CACHE))
+    saved_plugins = dict(plugins._LOADED)
+    yield
+    for r, (f, w, c) in zip(regs, saved, strict=True):
+        r._factories, r._where, r._cache = f, w, c
+    tasks._FACTORIES.clear()
+    tasks._FACTORIES.update(saved_tasks[0])
+    tasks._CACHE.clear()
+    tasks._CACHE.update(saved_tasks[1])
+    plugins._LOADED.clear()
+    plugins._LOADED.update(saved_plugins)
+
+
 def run_cli(monkeypatch, capsys, *args):
     from testbed import cli
 

@@ -198,9 +198,9 @@ optimizers = [{ name = "adam", lr = 1e-2 }]
 
 
 def test_routing_analyses_are_stored_compared_and_plotted(tmp_path):
+    from testbed.analyses.routing.figures import routing_figure
     from testbed.report.build import analysed_tables
     from testbed.report.compare import comparison, render_markdown
-    from testbed.analyses.routing.figures import routing_figure
 
     s = load_suite(write(tmp_path, ROUTING_SUITE))
     assert all(c.analyses == ("routing",) and "analyses" in c.config() for c in s.cells)

@@ -12,7 +12,7 @@ from pathlib import Path
 from testbed.analyses.base import Figure, all_analyses
 from testbed.core.plugins import load_plugins
 from testbed.core.style import save
-from testbed.report.compare import comparison, render_markdown
+from testbed.report.compare import comparison, measured, render_markdown
 from testbed.report.html import write_report
 from testbed.report.tables import write_tables
 from testbed.suites.spec import Suite
@@ -40,7 +40,7 @@ def analysed_tables(root: str | Path, suite: Suite | None = None) -> dict:
 
 def suite_figures(tables: dict) -> list[Figure]:
     """Every analysis's figures: those over every task first, then each task's together."""
-    figs = [f for a in all_analyses() if a.figures is not None for f in a.figures(tables)]
+    figs = [f for a in all_analyses() if a.figures is not None and measured(a, tables) for f in a.figures(tables)]
     tasks = list(dict.fromkeys(f.task for f in figs if f.task is not None))
     return [f for f in figs if f.task is None] + [f for t in tasks for f in figs if f.task == t]
 

@@ -37,7 +37,7 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
     out: dict[str, pd.DataFrame] = {}
     analyses = all_analyses()
     for a in analyses:
-        if a.compare is not None:
+        if a.compare is not None and measured(a, tables):
             for name, df in a.compare(v).items():
                 if name in out:
                     raise ValueError(f"analysis {a.name!r}: comparison table {name!r} is already made by another")
@@ -45,10 +45,16 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
     if out:
         head = next(iter(out))
         for a in analyses:
-            extra = a.headline(v) if a.headline is not None else None
+            extra = a.headline(v) if a.headline is not None and measured(a, tables) else None
             if extra is not None and len(extra):
                 out[head] = _add_columns(out[head], extra)
     return out
+
+
+def measured(analysis, tables: dict) -> bool:
+    """Whether a suite's tables hold what an analysis measures per cell (all of its
+    ``tables``; an analysis without per-cell tables reads whatever is there)."""
+    return all(name in tables for name in analysis.tables)
 
 
 def _add_columns(table: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
