@@ -17,13 +17,8 @@ from flax import nnx
 
 import testbed
 import testbed.tasks.deep_linear as ll
-from testbed.analyses.plateaus.detect import (
-    Plateau,
-    detect_on_array,
-    plateau_summary,
-    plateau_table,
-    plateaus,
-)
+from testbed.analyses.plateaus.detect import Plateau, plateaus
+from testbed.analyses.plateaus.tables import detect_on_array, plateau_summary, plateau_table
 from testbed.core.errors import ConfigError
 
 T = 4000.0
@@ -261,7 +256,7 @@ def test_plateau_table_and_summary_on_a_history(saxe):
 
 
 def test_run_plateaus_counts_per_run_including_runs_without_plateaus():
-    from testbed.analyses.plateaus.detect import run_plateaus, with_final_loss
+    from testbed.analyses.plateaus.tables import run_plateaus, with_final_loss
 
     steps = np.arange(1, 2001)
     # run 0: two drops (sigmoids in log space) -> plateaus; run 1: a plain exponential decay -> none

@@ -59,8 +59,9 @@ class Analysis(NamedTuple):
     Attributes:
         name: registry name (what a suite's ``analyses = [...]`` names).
         default: runs on every suite's cells (where it applies), named or not.
-        tables: names of the per-cell tables ``measure`` returns (stored as
-            ``<name>.parquet`` in the cell's folder and read back by `testbed.load_tables`).
+        tables: names of the per-cell tables its comparison and figures need (stored as
+            ``<name>.parquet`` in the cell's folder, read back by `testbed.load_tables`); it
+            compares and draws only when a suite has them all. ``measure`` may return more.
         applies: (task, method) -> whether it measures a cell; default every cell.
         measure: (task, method, result) -> {table: DataFrame}: per-cell tables from a
             finished `RunResult`; it may train again through `testbed.train`. Rows of a

@@ -50,8 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from testbed.core.errors import ConfigError
+from testbed.tasks.build import build_task
 from testbed.tasks.registry import register_task
-from testbed.tasks.task import Domain, Piece, Task, build_task
+from testbed.tasks.task import Domain, Piece, Task
 
 SQRT3 = math.sqrt(3.0)
 

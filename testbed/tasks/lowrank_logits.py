@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from testbed.core.errors import ConfigError
+from testbed.tasks.build import build_task
 from testbed.tasks.registry import register_task
-from testbed.tasks.task import Domain, Piece, Task, build_task
+from testbed.tasks.task import Domain, Piece, Task
 
 
 def _always(raw):

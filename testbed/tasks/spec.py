@@ -46,8 +46,9 @@ from typing import Any
 import jax.numpy as jnp
 
 from testbed.core.errors import SpecError
+from testbed.tasks.build import build_task
 from testbed.tasks.expr import compile_expr
-from testbed.tasks.task import ENCODINGS, TARGET_KINDS, Domain, Piece, Task, build_task
+from testbed.tasks.task import ENCODINGS, TARGET_KINDS, Domain, Piece, Task
 
 TOP_FIELDS = {"name", "description", "target", "classes", "domain", "params", "pieces", "splits", "candidates"}
 DOMAIN_FIELDS = {"kind", "low", "high", "encoding", "scale"}

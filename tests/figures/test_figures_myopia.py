@@ -45,7 +45,12 @@ def tables() -> dict[str, pd.DataFrame]:
         for metric, value in facts.items():
             hist.append({**cell, "run": run, "seed": run, "step": STEPS, "split": "train", "piece": "all",
                          "metric": metric, "value": value})
-    return {"profile": pd.DataFrame(prof), "traces": pd.DataFrame(traces), "history": pd.DataFrame(hist)}
+    # what the myopia analysis records per cell: the methods' own horizon and schedule (the layout
+    # comes from these, never from the label text)
+    setup = [{**_cell(label, "t"), "run": run, "seed": run, "horizon": 0.0 if label.startswith("myopic") else 4.0,
+              "schedule": label.split("/")[1]} for label, run in itertools.product(LABELS, range(RUNS))]
+    return {"profile": pd.DataFrame(prof), "traces": pd.DataFrame(traces), "history": pd.DataFrame(hist),
+            "myopia_setup": pd.DataFrame(setup)}
 
 
 def _panels(fig):
@@ -113,6 +118,19 @@ def test_no_figure_without_profile_or_traces(tables):
     assert reward_curves(tables, "other_task") is None
     assert shutdown_heatmap({k: v for k, v in tables.items() if k != "profile"}, "t") is None
     assert reward_curves({k: v for k, v in tables.items() if k != "traces"}, "t") is None
+
+
+def test_layout_comes_from_the_setup_not_the_labels(tables):
+    """Renamed labels keep the schedule x horizon grid; without the setup table, panels wrap."""
+    rename = {lab: f"run{i}" for i, lab in enumerate(LABELS)}
+    renamed = {k: v.assign(method=v["method"].map(rename)) for k, v in tables.items()}
+    panels = _panels(shutdown_heatmap(renamed, "t"))
+    assert panels[rename["myopic/step"]].get_subplotspec().rowspan.start == 0
+    assert panels[rename["H4/window"]].get_subplotspec().rowspan.start == 1
+    assert panels[rename["H4/window"]].get_subplotspec().colspan.start == 1
+    no_setup = {k: v for k, v in tables.items() if k != "myopia_setup"}
+    fig = shutdown_heatmap(no_setup, "t")
+    assert all(ax.get_subplotspec().rowspan.start == 0 for ax in _panels(fig).values())  # one row of 4
 
 
 def test_labels_without_a_schedule_wrap():

@@ -16,6 +16,7 @@ import pandas as pd
 
 from testbed.analyses import kit
 from testbed.analyses.base import Analysis, Figure, register_analysis
+from testbed.core.columns import RUN
 
 MYOPIA_COLUMNS = {  # quantity -> display column
     "shutdown_epoch": "shutdown epoch", "turn_epoch": "reward turns", "shut_down": "shut down",
@@ -97,7 +98,20 @@ def _figures(tables: dict) -> list[Figure]:
     return out
 
 
+def _measure(task, method, result) -> dict[str, pd.DataFrame]:
+    """``myopia_setup``: each run's horizon (0 for the myopic objective: the current epoch
+    only) and reward schedule, from the method's own hyperparameters; the figures lay their
+    panels out by these."""
+    hp = dict(method.hparams)
+    runs = result.runs[[*RUN]]
+    return {"myopia_setup": runs.assign(horizon=float(hp.get("horizon", 0)), schedule=str(hp.get("schedule", "")))}
+
+
 @register_analysis("myopia")
 def myopia() -> Analysis:
-    """Shutdown and reward of methods that see their epoch index (asked for by those methods)."""
-    return Analysis("myopia", compare=_compare, printed=("myopia",), figures=_figures)
+    """Shutdown and reward of methods that see their epoch index (asked for by those methods).
+
+    Its comparison and figures read what those methods record in every cell (history
+    metrics, ``profile``, ``traces``), so folders written before ``myopia_setup`` existed
+    still compare; ``myopia_setup`` only lays out the figures."""
+    return Analysis("myopia", measure=_measure, compare=_compare, printed=("myopia",), figures=_figures)

@@ -12,9 +12,9 @@ Read from a suite's ``profile``, ``traces`` and ``history`` tables (suites runni
 
 Time is in epochs: an evaluation or update at step ``s`` is drawn at ``s / L`` with
 ``L = steps / E`` the epoch length (``steps``: the last history step; ``E``: the
-``epochs`` the method recorded). Labels of the form ``<horizon>/<schedule>`` (e.g.
-``myopic/step``, ``H16/window``) are laid out by schedule (rows, line style) and horizon
-(columns, colour); other labels are wrapped / coloured in order.
+``epochs`` the method recorded). Panels are laid out by schedule (rows, line style) and
+horizon (columns, colour), read from the ``myopia_setup`` table (the methods' own
+hyperparameters, never the labels); without it they are wrapped / coloured in order.
 
 `CAPTIONS` holds each figure's report caption (it follows ``"<task>: "``).
 """
@@ -22,7 +22,6 @@ Time is in epochs: an evaluation or update at step ``s`` is drawn at ``s / L`` w
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -61,17 +60,19 @@ SCHEDULE_STYLES = ("solid", (0, (5, 2)), (0, (1.5, 1.5)), (0, (6, 2, 1.5, 2)))
 BIN = 0.25  # reward_curves: bin width in epochs
 
 
-def _split(label: str) -> tuple[str, str] | None:
-    """``"H16/window"`` -> ``("H16", "window")``; None without a ``/``."""
-    head, sep, tail = label.partition("/")
-    return (head, tail) if sep and head and tail else None
-
-
-def _horizon_key(head: str) -> float:
-    if head == "myopic":
-        return 0.0
-    m = re.fullmatch(r"[Hh](\d+)", head)
-    return float(m.group(1)) if m else math.inf
+def _parts(tables: dict[str, pd.DataFrame], task: str, labels: list[str]) -> dict[str, tuple[float, str]] | None:
+    """label -> (horizon, schedule) from the ``myopia_setup`` table the analysis writes per
+    cell (the method's own hyperparameters); None when a label has no single setup (e.g.
+    a folder written before that table existed): then panels are wrapped in order."""
+    setup = tables.get("myopia_setup")
+    if setup is None or setup.empty:
+        return None
+    s = setup[setup["task"].astype(str) == task]
+    s = s.assign(method=s["method"].astype(str), schedule=s["schedule"].astype(str))
+    one = s.drop_duplicates(["method", "horizon", "schedule"]).set_index("method")
+    if not set(labels) <= set(one.index) or one.index.duplicated().any():
+        return None
+    return {lab: (float(one.loc[lab, "horizon"]), str(one.loc[lab, "schedule"])) for lab in labels}
 
 
 def _schedules(tails) -> list[str]:
@@ -81,23 +82,21 @@ def _schedules(tails) -> list[str]:
     return [s for s in SCHEDULES if s in seen] + [s for s in seen if s not in SCHEDULES]
 
 
-def _ordered(labels: list[str]) -> list[str]:
-    """Labels sorted by schedule (`_schedules`) and horizon (myopic, then H1, H4, ...)."""
-    parts = {lab: _split(lab) for lab in labels}
-    if not all(parts.values()):
+def _ordered(labels: list[str], parts: dict | None) -> list[str]:
+    """Labels sorted by schedule (`_schedules`) and horizon (myopic 0, then 1, 4, 16, ...)."""
+    if parts is None:
         return labels
     schedules = _schedules(p[1] for p in parts.values())
     pos = {lab: i for i, lab in enumerate(labels)}
-    return sorted(labels, key=lambda lab: (schedules.index(parts[lab][1]), _horizon_key(parts[lab][0]), pos[lab]))
+    return sorted(labels, key=lambda lab: (schedules.index(parts[lab][1]), parts[lab][0], pos[lab]))
 
 
-def _grid(labels: list[str]) -> tuple[int, int, dict[str, tuple[int, int]]]:
-    """(rows, cols, label -> (row, col)): schedule x horizon when labels split that way and
-    the grid is at most half empty, else a wrap of up to 4 columns."""
-    parts = {lab: _split(lab) for lab in labels}
-    if all(parts.values()):
+def _grid(labels: list[str], parts: dict | None) -> tuple[int, int, dict[str, tuple[int, int]]]:
+    """(rows, cols, label -> (row, col)): schedule x horizon when every label has one setup
+    and the grid is at most half empty, else a wrap of up to 4 columns."""
+    if parts is not None:
         rows = _schedules(p[1] for p in parts.values())
-        cols = sorted(dict.fromkeys(p[0] for p in parts.values()), key=_horizon_key)
+        cols = sorted(dict.fromkeys(p[0] for p in parts.values()))
         cells = {(p[1], p[0]) for p in parts.values()}
         if len(cells) == len(labels) and len(rows) * len(cols) <= 2 * len(labels):
             return len(rows), len(cols), {lab: (rows.index(p[1]), cols.index(p[0])) for lab, p in parts.items()}
@@ -164,9 +163,11 @@ def shutdown_heatmap(tables: dict[str, pd.DataFrame], task: str) -> Figure | Non
     if p.empty:
         return None
     p = p.assign(method=p["method"].astype(str))
-    labels = _ordered(list(dict.fromkeys(p["method"])))
+    labels = list(dict.fromkeys(p["method"]))
+    parts = _parts(tables, task, labels)
+    labels = _ordered(labels, parts)
     facts = _facts(tables, task, labels)
-    nrows, ncols, where = _grid(labels)
+    nrows, ncols, where = _grid(labels, parts)
     fig = Figure(figsize=(2.75 * ncols + 1.2, 2.55 * nrows + 1.0), dpi=DPI, layout="constrained")
     fig.suptitle(f"{task}: mean shutdown probability at each epoch index over training (train inputs)",
                  x=0.01, ha="left", fontweight="bold")
@@ -251,8 +252,8 @@ def reward_curves(tables: dict[str, pd.DataFrame], task: str) -> Figure | None:
     epoch), a run that shut down counting 0 from its shutdown on; (right) the per-update
     ``p_stop`` at the current epoch, a run that shut down held at its last value (the
     frozen model's probability when it stopped). Both are means over runs of each run's
-    mean per quarter-epoch bin. Colour per horizon, line style per schedule (labels
-    ``<horizon>/<schedule>``; otherwise a colour per label); grey vertical lines in the
+    mean per quarter-epoch bin. Colour per horizon, line style per schedule (from the
+    ``myopia_setup`` table; otherwise a colour per label); grey vertical lines in the
     schedule's style mark the turn epochs (listed in the legend). None when the task has
     no reward traces."""
     tr = tables.get("traces")
@@ -262,11 +263,12 @@ def reward_curves(tables: dict[str, pd.DataFrame], task: str) -> Figure | None:
     if tr.empty or not (tr["metric"].astype(str) == "reward").any():
         return None
     tr = tr.assign(method=tr["method"].astype(str), metric=tr["metric"].astype(str))
-    labels = _ordered(list(dict.fromkeys(tr.loc[tr["metric"] == "reward", "method"])))
+    labels = list(dict.fromkeys(tr.loc[tr["metric"] == "reward", "method"]))
+    parts = _parts(tables, task, labels)
+    labels = _ordered(labels, parts)
     facts = _facts(tables, task, labels)
-    parts = {lab: _split(lab) for lab in labels}
-    if all(parts.values()):
-        heads = sorted(dict.fromkeys(p[0] for p in parts.values()), key=_horizon_key)
+    if parts is not None:
+        heads = sorted(dict.fromkeys(p[0] for p in parts.values()))
         schedules = _schedules(p[1] for p in parts.values())
         pal = dict(zip(heads, sns.color_palette("colorblind", len(heads)), strict=True))
         color = {lab: pal[parts[lab][0]] for lab in labels}

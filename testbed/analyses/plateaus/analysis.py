@@ -20,7 +20,7 @@ QUANTITIES = ("plateaus", "plateau_frac", "median_duration", "reached_zero", "fi
 
 
 def _derive(tables: dict) -> dict[str, pd.DataFrame]:
-    from testbed.analyses.plateaus.detect import run_plateaus, with_final_loss
+    from testbed.analyses.plateaus.tables import run_plateaus, with_final_loss
 
     if "batch_loss" not in tables:
         return {}
