@@ -154,8 +154,6 @@ def test_a_factory_must_return_a_task(throwaway):
         make_task(throwaway)
 
 
-@pytest.mark.xfail(strict=True, reason="register_task only checks Python names; a TOML name is accepted and "
-                                       "then every list_tasks()/make_task() raises SpecError")
 def test_register_task_refuses_a_name_a_spec_uses():
     try:
         with pytest.raises(ConfigError, match="two_slopes"):

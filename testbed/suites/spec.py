@@ -294,7 +294,11 @@ def _check_buildable(cells: list[Cell], err) -> None:
                 build(c)
             except TestbedError as e:
                 raise err(f"{what} of task {c.task!r}" if what != "task" else f"task {c.task!r}", str(e)) from None
-    for c in cells:  # methods that depend on the run length (e.g. a myopic cutoff) check it now
+    for c in cells:  # what depends on the run length (a myopic cutoff, a warmup) is checked now
+        try:
+            make_optimizer(c.optimizer.name, **dict(c.optimizer.kwargs)).check(c.total_steps)
+        except TestbedError as e:
+            raise err(f"optimizer of task {c.task!r}", str(e)) from None
         method = make_method(c.method.name, **dict(c.method.kwargs))
         if method.extras.check is not None:
             try:

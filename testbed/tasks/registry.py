@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from testbed.core.errors import ConfigError, SpecError, UnknownNameError, call_factory
+from testbed.core.errors import ConfigError, SpecError, TestbedError, UnknownNameError, call_factory
 from testbed.tasks.spec import load_task, read_spec
 from testbed.tasks.task import Task
 
@@ -34,6 +34,9 @@ def register_task(name: str | Callable[..., Task] | None = None):
         task_name = task_name or fn.__name__
         if task_name in _FACTORIES:
             raise ConfigError(f"task {task_name!r} is already registered")
+        spec = _spec_paths().get(task_name)
+        if spec is not None:
+            raise ConfigError(f"task {task_name!r} is already defined by {spec}; choose another name")
         _FACTORIES[task_name] = fn
         return fn
 
@@ -76,6 +79,25 @@ def spec_files() -> dict[str, Path]:
                 raise SpecError(f"task name {name!r} is already defined by {other}", file=str(path), field="name")
             found[name] = path
     return found
+
+
+def _spec_paths() -> dict[str, Path]:
+    """Task name -> spec file over the folders that can be read now, without judging them
+    (a bad folder or spec is reported by `spec_files`, not while registering)."""
+    out: dict[str, Path] = {}
+    try:
+        dirs = task_dirs()
+    except TestbedError:
+        return out
+    for d in dirs:
+        for path in sorted(d.glob("*.toml")):
+            try:
+                name = _spec_name(path, path.stat().st_mtime_ns)
+            except (TestbedError, OSError):
+                continue
+            if isinstance(name, str):
+                out.setdefault(name, path)
+    return out
 
 
 @functools.lru_cache(maxsize=1024)

@@ -180,6 +180,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
                         ("probe_points", probe_points, 1)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {v!r}")
+    optimizer.check(steps)
     if method.extras.check is not None:
         method.extras.check(task, steps)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]

@@ -81,7 +81,15 @@ class Optimizer:
             return lambda count: lr * optax.cosine_decay_schedule(1.0, steps)(count)
         if self.schedule == "warmup":
             return lambda count: lr * optax.linear_schedule(0.0, 1.0, self.warmup_steps)(count)
+        self.check(total_steps)
         return lambda count: lr * optax.warmup_cosine_decay_schedule(0.0, 1.0, self.warmup_steps, steps)(count)
+
+    def check(self, steps: int) -> None:
+        """Raise ConfigError when this optimizer cannot run for ``steps`` updates (a warmup
+        with cosine decay needs some updates left after the warmup)."""
+        if self.schedule == "warmup_cosine" and self.warmup_steps >= steps:
+            raise ConfigError(f"optimizer.warmup_steps: {self.warmup_steps} leaves no updates for the cosine decay "
+                              f"of a {steps}-step run; accepted: 1..{steps - 1}, or schedule 'warmup'")
 
 
 def make_optimizer(name: str = "adam", **kwargs) -> Optimizer:
