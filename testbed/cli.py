@@ -28,8 +28,17 @@ def main_options(
     plugins: Annotated[list[str] | None, typer.Option(
         "--plugins", help="Plug-in file (.py) or module registering tasks, methods, models or analyses "
         "(repeatable; also TESTBED_PLUGINS).")] = None,
+    no_compile_cache: Annotated[bool, typer.Option(
+        "--no-compile-cache", help="Compile every program afresh instead of loading it from the persistent "
+        "cache (TESTBED_COMPILE_CACHE: its folder, or off).")] = False,
 ):
     """Global options."""
+    if no_compile_cache:  # read when JAX first starts, which no command has done yet
+        import os
+
+        from testbed.core.platform import CACHE_ENV
+
+        os.environ[CACHE_ENV] = "off"
     from testbed.core.plugins import load_env_plugins, load_plugins
     from testbed.tasks.registry import add_task_dir
 

@@ -44,6 +44,63 @@ def configure_host_devices() -> int | None:
     return count
 
 
+CACHE_ENV = "TESTBED_COMPILE_CACHE"  # a folder for compiled programs, or "off"
+
+
+def cache_key() -> str:
+    """What a compiled CPU program depends on: CPU model and flags, machine, Python and package
+    versions. Programs cached under one key never load under another (JAX may silently
+    reject an executable built for other CPU features)."""
+    import hashlib
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), cpu)
+        cpu += next((ln.split(":", 1)[1] for ln in info.splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    parts = [cpu, platform.machine(), sys.version.split()[0], *(f"{k}={v}" for k, v in sorted(versions().items()))]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def compile_cache_dir() -> Path | None:
+    """The persistent compilation cache folder: ``TESTBED_COMPILE_CACHE`` if set (``off``
+    disables it), else ``$XDG_CACHE_HOME/testbed/jax/<cache_key>`` (``~/.cache``)."""
+    want = os.environ.get(CACHE_ENV, "").strip()
+    if want.lower() in ("off", "0", "no", "false", "none"):
+        return None
+    if want:
+        return Path(want).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "testbed" / "jax" / cache_key()
+
+
+def configure_compile_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache (every program, however fast it compiled),
+    so a second run of the same configuration loads its programs instead of compiling them.
+    Returns the folder, or None when turned off (``TESTBED_COMPILE_CACHE=off``, the CLI's
+    ``--no-compile-cache``) or when the user configured JAX's cache already."""
+    if "cache" in _CONFIGURED:
+        return _CONFIGURED["cache"]  # type: ignore[return-value]
+    import jax
+
+    folder = compile_cache_dir()
+    if folder is not None and not jax.config.jax_compilation_cache_dir:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            folder = None
+        if folder is not None:
+            jax.config.update("jax_compilation_cache_dir", str(folder))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    else:
+        folder = None
+    _CONFIGURED["cache"] = folder
+    return folder
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the packages that decide the numbers."""
     out = {"python": sys.version.split()[0]}

@@ -7,6 +7,7 @@ comparison tables and draws its figures. Figure files are named for what they sh
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from testbed.analyses.base import Figure, all_analyses
@@ -15,6 +16,7 @@ from testbed.core.style import save
 from testbed.report.compare import comparison, measured, render_markdown
 from testbed.report.html import write_report
 from testbed.report.tables import write_tables
+from testbed.suites.runner import write_timing
 from testbed.suites.spec import Suite
 from testbed.suites.store import SuiteStore
 from testbed.suites.tables import load_tables
@@ -51,10 +53,13 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     Returns (the markdown comparison for the terminal, the report's path).
     """
     root = Path(root)
+    clock = _Clock()
     tables = analysed_tables(root, suite)
+    clock.lap("read_s")
     compared = comparison(tables)
     write_tables(compared, root / "tables")
     markdown = render_markdown(compared)
+    clock.lap("tables_s")
     manifest = SuiteStore(root).read_manifest() or {}
     saved = []
     if figures:
@@ -62,8 +67,25 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
         for f in suite_figures(tables):
             caption = f"{f.task}: {f.caption}" if f.task and not f.caption.startswith(f.task) else f.caption
             saved.append((caption, save(f.figure, fig_dir / f.file_stem)[0]))
+    clock.lap("figures_s")
     sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
                 if not name.endswith("_long") and not df.empty]
     path = write_report(root, tables, title=f"Suite {manifest.get('suite', root.name)}", manifest=manifest,
                         table_sections=sections, figures=saved)
+    clock.lap("html_s")
+    write_timing(root, "report", clock.laps)
     return markdown, path
+
+
+class _Clock:
+    """Seconds between laps, by name, with their total."""
+
+    def __init__(self):
+        self.t = self.t0 = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.t
+        self.laps["total_s"] = now - self.t0
+        self.t = now

@@ -8,6 +8,7 @@ finished once its DONE marker is written, last). An `Executor` decides where cel
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,18 +60,20 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
                    make_optimizer(cell.optimizer.name, **dict(cell.optimizer.kwargs)),
                    seeds=list(cell.seeds), quiet=True, on_progress=on_progress, **dict(cell.train), **sweeps)
     hist = result.history.drop(columns=list(COMPONENTS))
-    out = {"history": hist, "runs": result.runs, "batch_loss": batch_loss_table(result),
-           "_meta": pd.DataFrame([{"timing": result.timing, "provenance": result.provenance,
-                                   "facts": cell_facts(task)}])}
+    out = {"history": hist, "runs": result.runs, "batch_loss": batch_loss_table(result)}
     if result.traces:
         out["traces"] = traces_table(result)
     if result.profile is not None:
         out["profile"] = result.profile
     extra_rows = []
+    t0 = time.perf_counter()
+    timing = dict(result.timing)
     for analysis in for_cell(task, method, cell.analyses):
         if analysis.measure is None:
             continue
+        ta = time.perf_counter()
         tables = analysis.measure(task, method, result)
+        timing[f"analysis:{analysis.name}_s"] = time.perf_counter() - ta
         out.update(tables)
         if analysis.history is not None:
             rows = analysis.history(tables, int(hist["step"].max()))
@@ -78,6 +81,8 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
                 extra_rows.append(rows)
     if extra_rows:
         out["history"] = pd.concat([hist, *extra_rows], ignore_index=True)
+    timing["analyses_s"] = time.perf_counter() - t0
+    out["_meta"] = pd.DataFrame([{"timing": timing, "provenance": result.provenance, "facts": cell_facts(task)}])
     return out
 
 
@@ -88,6 +93,7 @@ class SuiteRun:
     root: Path
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)  # seconds: per cell and per phase (`phase_totals`), total
 
 
 def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = False,
@@ -136,21 +142,55 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
         base[0] += cell.total_steps
         return out
 
+    t_start = time.perf_counter()
+    cells_timing: dict[str, dict] = {}
     try:
         for cell, tables in (executor or InProcessExecutor()).map(fn, todo):
             meta = tables.pop("_meta").iloc[0]
             hist = tables.pop("history")
+            tw = time.perf_counter()
             store.write_cell(cell.key, {**cell.config(), "labels": cell.labels, "facts": meta["facts"]}, hist,
                              tables=tables,
                              extra_json={"meta": {"timing": meta["timing"], "provenance": meta["provenance"]}},
                              force=True)
+            cells_timing[cell.key] = {**meta["timing"], "store_s": time.perf_counter() - tw}
             run.ran.append(cell.key)
     finally:
         if bar is not None:
             bar.close()
+    ta = time.perf_counter()
     store.aggregate([c.key for c in suite.cells], skip_missing=True)
+    run.timing = {"cells": cells_timing, "ran": len(run.ran), "skipped": len(run.skipped),
+                  "aggregate_s": time.perf_counter() - ta, "total_s": time.perf_counter() - t_start,
+                  **phase_totals(cells_timing)}
     store.write_manifest({**manifest, "finished": _now(), "ran": run.ran, "skipped": run.skipped})
+    write_timing(store.root, "run", run.timing)
     return run
+
+
+TIMING_FILE = "timing.json"  # where the last run and report of a results folder spent their time
+
+
+def write_timing(root: Path, part: str, seconds: dict) -> None:
+    """Record one part (``run``, ``report``) of where time went, in ``root/timing.json``."""
+    import json
+
+    from testbed.core.files import atomic_write_json
+
+    path = Path(root) / TIMING_FILE
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        old = {}
+    atomic_write_json(path, {**old, part: seconds})
+
+
+def phase_totals(cells: dict[str, dict]) -> dict[str, float]:
+    """Seconds spent compiling, training, analysing and storing, summed over cells."""
+    def total(key: str) -> float:
+        return float(sum(c.get(key, 0.0) for c in cells.values() if c.get("compiled", True) or key != "compile_s"))
+    return {"compile_s": total("compile_s"), "train_s": total("run_s"), "analyses_s": total("analyses_s"),
+            "store_s": total("store_s")}
 
 
 def _now() -> str:

@@ -4,9 +4,11 @@ Importing this package registers the built-in Python tasks (the TOML specs are f
 on disk by the registry).
 """
 
+from testbed.core.platform import configure_compile_cache as _configure_compile_cache
 from testbed.core.platform import configure_host_devices as _configure_host_devices
 
 _configure_host_devices()  # before JAX starts: one CPU device per core
+_configure_compile_cache()  # compiled programs persist across runs (TESTBED_COMPILE_CACHE)
 
 from testbed.tasks import deep_linear, lowrank_logits  # noqa: E402, F401  (registration)
 from testbed.tasks.registry import list_tasks, make_task, register_task  # noqa: E402
