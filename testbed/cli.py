@@ -157,44 +157,50 @@ def bench_cmd(
     results: Annotated[Path, typer.Option(help="Results folder; the suite writes results/<name>/.")] = Path("results"),
     force: Annotated[bool, typer.Option(help="Recompute finished cells too.")] = False,
     report: Annotated[bool, typer.Option(help="Write tables, figures and report.html at the end.")] = True,
+    svg: Annotated[bool, typer.Option(help="Also write every figure as SVG.")] = False,
+    redraw: Annotated[bool, typer.Option(help="Remake tables and report even when they are up to date.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Run a suite (skipping finished cells), then print the comparison and write the report."""
     from testbed.suites.runner import run_suite
     from testbed.suites.spec import load_suite
 
-    s = load_suite(suite)
+    s = load_suite(suite, build=False)  # the cells to run are built (and checked) by run_suite
     run = run_suite(s, results, force=force, quiet=quiet)
     typer.echo(f"{s.name}: ran {len(run.ran)} cells, skipped {len(run.skipped)} finished; results in {run.root}")
     if report:
         from testbed.report.build import build_report
 
-        markdown, path = build_report(run.root, s)
+        markdown, path = build_report(run.root, s, svg=svg, reuse=not (redraw or force))
         typer.echo(markdown)
-        typer.echo(f"report: {path}")
+        typer.echo(f"tables: {run.root / 'tables'}\nreport: {path}")
 
 
 @app.command("compare")
-def compare_cmd(root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")]):
+def compare_cmd(
+    root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")],
+    redraw: Annotated[bool, typer.Option(help="Remake the tables even when they are up to date.")] = False,
+):
     """Print method comparison tables for a suite; write CSV and LaTeX beside them."""
-    from testbed.report.build import analysed_tables
-    from testbed.report.compare import comparison, render_markdown
-    from testbed.report.tables import write_tables
+    from testbed.report.build import compare_tables
 
     _need_dir(root)
-    compared = comparison(analysed_tables(root))
-    paths = write_tables(compared, root / "tables")
-    typer.echo(render_markdown(compared))
-    typer.echo(f"tables: {paths[0].parent}")
+    markdown, _ = compare_tables(root, reuse=not redraw)
+    typer.echo(markdown)
+    typer.echo(f"tables: {root / 'tables'}")
 
 
 @app.command("report")
-def report_cmd(root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")]):
+def report_cmd(
+    root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")],
+    svg: Annotated[bool, typer.Option(help="Also write every figure as SVG.")] = False,
+    redraw: Annotated[bool, typer.Option(help="Redraw even when the report is up to date.")] = False,
+):
     """Write one self-contained report.html (tables and figures) for a suite."""
     from testbed.report.build import build_report
 
     _need_dir(root)
-    _, path = build_report(root)
+    _, path = build_report(root, svg=svg, reuse=not redraw)
     typer.echo(str(path))
 
 

@@ -582,3 +582,16 @@ def test_corrupt_manifest(store):
     (store.root / "manifest.json").write_text("{")
     with pytest.raises(CorruptCellError, match=r"manifest\.json"):
         store.read_manifest()
+
+
+def test_the_report_outputs_beside_the_cells_survive_a_rerun(tmp_path):
+    """tables/ and figures/ are not unfinished cells: cleaning keeps them (a finished suite's
+    report is reused, not rebuilt from nothing)."""
+    store = SuiteStore(tmp_path / "suite")
+    store.write_cell("k", CONFIG, history())
+    for d in ("tables", "figures"):
+        (store.root / d).mkdir()
+        (store.root / d / "x.csv").write_text("a\n")
+    (store.root / "stale").mkdir()  # an interrupted cell: no DONE
+    assert store.clean_unfinished() == ["stale"]
+    assert (store.root / "tables" / "x.csv").is_file() and (store.root / "figures" / "x.csv").is_file()

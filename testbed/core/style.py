@@ -175,15 +175,14 @@ def tight_below(fig: Figure, header: Header, bottom_in: float = 0.0, pad: float 
     return fig
 
 
-def save(fig: Figure, path_without_suffix: str | Path) -> list[Path]:
-    """Write ``fig`` as PNG (dpi 120) and SVG next to each other, creating the folder; close it.
-
-    Returns the two paths (``.png``, ``.svg``).
+def save(fig: Figure, path_without_suffix: str | Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """Write ``fig`` in each format (PNG at dpi 120; ``("png", "svg")`` adds a vector copy)
+    next to each other, creating the folder; close it. Returns the paths, in order.
     """
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
     out = []
-    for ext in ("png", "svg"):
+    for ext in formats:
         p = base.with_name(base.name + "." + ext)
         fig.savefig(p, format=ext, dpi=DPI, facecolor="white")
         out.append(p)

@@ -47,12 +47,92 @@ def suite_figures(tables: dict) -> list[Figure]:
     return [f for f in figs if f.task is None] + [f for t in tasks for f in figs if f.task == t]
 
 
-def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool = True) -> tuple[str, Path]:
-    """Write ``tables/`` (CSV, LaTeX), ``figures/`` (PNG, SVG) and ``report.html`` for a suite folder.
+STATE_FILE = "report_state.json"  # what the tables and the report were last made from
+SUMMARY_FILE = "summary.md"  # in tables/: the markdown `testbed compare` prints
+
+
+def fingerprint(root: str | Path, suite: Suite | None = None, **options) -> str:
+    """A hash of what a suite's tables and report are made of: its finished cells and their
+    labels, the plug-ins, the package version and commit, and the options. Reading it
+    opens only the small JSON files of each cell, so a finished suite answers at once."""
+    import hashlib
+    import json
+
+    from testbed.core.platform import git_commit, versions
+
+    store = SuiteStore(root)
+    keys = store.done_keys()
+    current = {c.key: c.labels for c in suite.cells} if suite is not None else None
+    if current is not None:
+        keys = [k for k in keys if k in current]
+    labels = {k: current[k] if current is not None else store.load_json(k, "config").get("labels", {})
+              for k in sorted(keys)}
+    manifest = store.read_manifest() or {}
+    what = {"cells": labels, "plugins": manifest.get("plugins", []), "testbed": versions().get("testbed"),
+            "commit": git_commit(), "options": options}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached(root: str | Path, part: str, print_: str) -> str | None:
+    """The markdown saved with ``part`` (``tables`` or ``report``) when it was made from the
+    same fingerprint, else None."""
+    import json
+
+    root = Path(root)
+    state, summary = root / STATE_FILE, root / "tables" / SUMMARY_FILE
+    try:
+        saved = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get(part) != print_ or not summary.is_file():
+        return None
+    if part == "report" and not (root / "report.html").is_file():
+        return None
+    return summary.read_text()
+
+
+def remember(root: Path, part: str, print_: str, markdown: str | None = None) -> None:
+    """Record that ``part`` was made from this fingerprint (and the markdown it printed)."""
+    import json
+
+    from testbed.core.files import atomic_write_json, atomic_write_text
+
+    if markdown is not None:
+        atomic_write_text(root / "tables" / SUMMARY_FILE, markdown)
+    state = root / STATE_FILE
+    try:
+        old = json.loads(state.read_text()) if state.is_file() else {}
+    except ValueError:
+        old = {}
+    atomic_write_json(state, {**old, part: print_})
+
+
+def compare_tables(root: str | Path, suite: Suite | None = None, *, reuse: bool = True) -> tuple[str, bool]:
+    """Write ``tables/`` (CSV, LaTeX, summary.md) for a suite folder unless they are up to
+    date. Returns (the markdown comparison for the terminal, whether it was reused)."""
+    root = Path(root)
+    fp = fingerprint(root, suite, part="tables")
+    if reuse and (md := cached(root, "tables", fp)) is not None:
+        return md, True
+    compared = comparison(analysed_tables(root, suite))
+    write_tables(compared, root / "tables")
+    markdown = render_markdown(compared)
+    remember(root, "tables", fp, markdown)
+    return markdown, False
+
+
+def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool = True, svg: bool = False,
+                 reuse: bool = True) -> tuple[str, Path]:
+    """Write ``tables/`` (CSV, LaTeX), ``figures/`` (PNG; SVG too with ``svg``) and
+    ``report.html`` for a suite folder. A report already made from the same finished
+    cells, labels, plug-ins, package version and options is kept (``reuse=False`` redraws).
 
     Returns (the markdown comparison for the terminal, the report's path).
     """
     root = Path(root)
+    fp = fingerprint(root, suite, part="report", figures=figures, svg=svg)
+    if reuse and (md := cached(root, "report", fp)) is not None:
+        return md, root / "report.html"
     clock = _Clock()
     tables = analysed_tables(root, suite)
     clock.lap("read_s")
@@ -66,7 +146,7 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
         fig_dir = root / "figures"
         for f in suite_figures(tables):
             caption = f"{f.task}: {f.caption}" if f.task and not f.caption.startswith(f.task) else f.caption
-            saved.append((caption, save(f.figure, fig_dir / f.file_stem)[0]))
+            saved.append((caption, save(f.figure, fig_dir / f.file_stem, ("png", "svg") if svg else ("png",))[0]))
     clock.lap("figures_s")
     sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
                 if not name.endswith("_long") and not df.empty]
@@ -74,6 +154,8 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
                         table_sections=sections, figures=saved)
     clock.lap("html_s")
     write_timing(root, "report", clock.laps)
+    remember(root, "tables", fingerprint(root, suite, part="tables"), markdown)
+    remember(root, "report", fp)
     return markdown, path
 
 

@@ -17,8 +17,8 @@ from typing import Protocol
 import pandas as pd
 
 from testbed.core.columns import COMPONENTS
-from testbed.suites.spec import Cell, Suite
-from testbed.suites.store import SuiteStore
+from testbed.suites.spec import Cell, Suite, check_cells
+from testbed.suites.store import RESULTS_FILE, SuiteStore
 
 
 class Executor(Protocol):
@@ -116,6 +116,7 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
     skipped = [c.key for c in suite.cells if c not in todo]
     todo.sort(key=lambda c: (c.task, c.params, c.method.name, c.method.kwargs, c.model.name, c.model.kwargs,
                              c.optimizer.name, c.train, len(c.seeds)))
+    check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
     manifest = {"suite": suite.name, "description": suite.description, "suite_file": suite.path,
                 "suite_source": suite.source, "started": started, "finished": None,
                 "first_started": prev.get("first_started", prev.get("started", started)),
@@ -159,7 +160,9 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
         if bar is not None:
             bar.close()
     ta = time.perf_counter()
-    store.aggregate([c.key for c in suite.cells], skip_missing=True)
+    same_cells = set(prev.get("cells", {})) == {c.key for c in suite.cells}
+    if run.ran or not same_cells or not (store.root / RESULTS_FILE).is_file():  # else it is up to date
+        store.aggregate([c.key for c in suite.cells], skip_missing=True)
     run.timing = {"cells": cells_timing, "ran": len(run.ran), "skipped": len(run.skipped),
                   "aggregate_s": time.perf_counter() - ta, "total_s": time.perf_counter() - t_start,
                   **phase_totals(cells_timing)}

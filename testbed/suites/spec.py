@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,13 @@ class Suite:
     plugins: tuple[str, ...] = ()  # plug-ins the suite loaded (resolved paths or module names)
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file. Raises SuiteError naming the file and field."""
+def load_suite(path: str | Path, *, build: bool = True) -> Suite:
+    """Read and validate a suite file. Raises SuiteError naming the file and field.
+
+    With ``build=False`` the names and fields are checked but tasks, methods, models and
+    optimizers are not built (no program is compiled): `run_suite` builds the cells it
+    is about to run with `check_cells`, so a finished suite reopens in a second.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -122,11 +127,11 @@ def load_suite(path: str | Path) -> Suite:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SuiteError(f"{path}: not valid TOML: {e}") from None
-    return suite_from_spec(spec, source=text, path=str(path), default_name=path.stem)
+    return suite_from_spec(spec, source=text, path=str(path), default_name=path.stem, build=build)
 
 
 def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<suite>",
-                    default_name: str = "suite") -> Suite:
+                    default_name: str = "suite", build: bool = True) -> Suite:
     """Build a Suite from a parsed mapping (see module docstring).
 
     The suite's ``plugins`` (files relative to the suite file, or module names) are
@@ -214,7 +219,8 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
                               seeds, tuple(sweeps), tuple(analyses)))
     if not cells:
         raise err("grid", "the grid is empty")
-    _check_buildable(cells, err)
+    if build:
+        check_cells(cells, path)
     return Suite(name=name, description=str(spec.get("description", "")), cells=tuple(_relabel(cells)),
                  source=source, path=path, plugins=tuple(plugins))
 
@@ -272,8 +278,12 @@ def _components(v: Any, fld: str, known: list[str], err) -> list[Component]:
     return out
 
 
-def _check_buildable(cells: list[Cell], err) -> None:
-    """Build every distinct task, method, model and optimizer once, so bad values fail at load."""
+def check_cells(cells: Sequence[Cell], path: str = "<suite>") -> None:
+    """Build every distinct task, method, model and optimizer of ``cells`` once, so bad
+    values fail before anything runs. Raises SuiteError naming the file and the cell's part."""
+    def err(fld: str, msg: str) -> SuiteError:
+        return SuiteError(f"{path}: field '{fld}': {msg}")
+
     from testbed.methods import make_method
     from testbed.models import make_model
     from testbed.tasks.registry import make_task

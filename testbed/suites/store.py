@@ -73,6 +73,7 @@ CELL_COLUMN = "cell"
 # temp files) so a key can never escape the suite folder.
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _TMP_SUFFIX = TMP_SUFFIX
+OUTPUT_DIRS = ("tables", "figures")  # what the report writes beside the cells: never a cell, never cleaned
 
 
 # ---------------------------------------------------------------------------- errors
@@ -190,7 +191,8 @@ class SuiteStore:
     def _cell_names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME_RE.fullmatch(p.name))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and _NAME_RE.fullmatch(p.name) and p.name not in OUTPUT_DIRS)
 
     def _ensure_root(self) -> None:
         if not self.root.is_dir():

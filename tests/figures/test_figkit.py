@@ -31,7 +31,7 @@ def test_labels_append_what_varies_within_a_task(tables):
 
 def test_save_png_and_svg(tables, tmp_path):
     fig = attribution_bars(tables)
-    paths = save(fig, tmp_path / "sub" / "attr")
+    paths = save(fig, tmp_path / "sub" / "attr", formats=("png", "svg"))
     assert [p.name for p in paths] == ["attr.png", "attr.svg"]
     img = png_ok(paths[0].read_bytes())
     assert 1000 <= img.shape[1] <= 1200
