@@ -18,6 +18,7 @@ _WHERE = {
     "plateau_summary": "testbed.analyses.plateaus.tables",
     "plateau_table": "testbed.analyses.plateaus.tables",
     "Analysis": "testbed.analyses.base",
+    "Figure": "testbed.analyses.base",
     "list_analyses": "testbed.analyses.base",
     "make_analysis": "testbed.analyses.base",
     "register_analysis": "testbed.analyses.base",

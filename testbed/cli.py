@@ -40,9 +40,10 @@ def main_options(
 
         os.environ[CACHE_ENV] = "off"
     from testbed.core.plugins import load_env_plugins, load_plugins
-    from testbed.tasks.registry import add_task_dir
 
     for d in tasks_dir or []:
+        from testbed.tasks.registry import add_task_dir  # starts JAX: only when asked for
+
         try:
             add_task_dir(d)
         except Exception as e:  # noqa: BLE001  (reported, exit 2)
@@ -112,7 +113,10 @@ def train_cmd(
 
     model_kwargs = {k: v for k, v in dict(width=width, depth=depth, rank=rank, activation=activation).items()
                     if v is not None}
-    model_kwargs.update(_key_values(model_arg or [], "--model-arg"))
+    extra = _key_values(model_arg or [], "--model-arg")
+    for k in set(extra) & set(model_kwargs):
+        _fail(f"--model-arg: {k} is also given as --{k}; give it once")
+    model_kwargs.update(extra)
     mth = testbed.make_method(method, **_key_values(method_arg or [], "--method-arg"))
     mdl = testbed.make_model(model, **model_kwargs)
     opt = testbed.make_optimizer(optimizer, schedule=schedule, warmup_steps=warmup_steps, clip=clip)
@@ -159,6 +163,8 @@ def bench_cmd(
     report: Annotated[bool, typer.Option(help="Write tables, figures and report.html at the end.")] = True,
     svg: Annotated[bool, typer.Option(help="Also write every figure as SVG.")] = False,
     redraw: Annotated[bool, typer.Option(help="Remake tables and report even when they are up to date.")] = False,
+    all_tables: Annotated[bool, typer.Option("--all", help="Print every comparison table, not only the findings.")
+                          ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Run a suite (skipping finished cells), then print the comparison and write the report."""
@@ -170,24 +176,29 @@ def bench_cmd(
     typer.echo(f"{s.name}: ran {len(run.ran)} cells, skipped {len(run.skipped)} finished; results in {run.root}")
     if report:
         from testbed.report.build import build_report
+        from testbed.report.compare import findings_part
 
         markdown, path = build_report(run.root, s, svg=svg, reuse=not (redraw or force))
-        typer.echo(markdown)
-        typer.echo(f"tables: {run.root / 'tables'}\nreport: {path}")
+        typer.echo(markdown if all_tables else findings_part(markdown))
+        typer.echo(f"every table: {run.root / 'tables'} (CSV, LaTeX; `testbed compare --all` prints them)\n"
+                   f"report: {path}")
 
 
 @app.command("compare")
 def compare_cmd(
     root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")],
     redraw: Annotated[bool, typer.Option(help="Remake the tables even when they are up to date.")] = False,
+    all_tables: Annotated[bool, typer.Option("--all", help="Print every comparison table, not only the findings.")
+                          ] = False,
 ):
-    """Print method comparison tables for a suite; write CSV and LaTeX beside them."""
+    """Print the findings of a suite (every comparison table with --all); write CSV and LaTeX."""
     from testbed.report.build import compare_tables
+    from testbed.report.compare import findings_part
 
     _need_dir(root)
     markdown, _ = compare_tables(root, reuse=not redraw)
-    typer.echo(markdown)
-    typer.echo(f"tables: {root / 'tables'}")
+    typer.echo(markdown if all_tables else findings_part(markdown))
+    typer.echo(f"every table: {root / 'tables'} (CSV, LaTeX)" + ("" if all_tables else "; --all prints them"))
 
 
 @app.command("report")

@@ -94,3 +94,36 @@ def test_train_passes_method_arguments_and_writes_traces(monkeypatch, capsys, tm
     arrays = np.load(folder / "arrays.npz")
     assert arrays["trace_p_stop"].shape == (2, 20) and np.isfinite(arrays["trace_p_stop"]).all()
     assert set(pd.read_parquet(folder / "profile.parquet")["epoch"]) == set(range(8))
+
+
+TINY = ('name = "tiny_cli"\nseeds = 2\n[train]\nsteps = 30\nevals = 3\neval_size = 64\nprobe_points = 16\n'
+        '[grid]\ntasks = ["sine_line"]\nmethods = ["mse", "ce"]\nmodels = [{ name = "mlp", width = 8, depth = 1 }]\n')
+
+
+def test_bench_prints_findings_first_and_a_finished_suite_is_read_without_jax(monkeypatch, capsys, tmp_path):
+    import subprocess
+
+    (tmp_path / "tiny.toml").write_text(TINY)
+    code, out, err = run(monkeypatch, capsys, "bench", str(tmp_path / "tiny.toml"), "--results", str(tmp_path), "-q")
+    assert code == 0, err
+    assert "## Findings" in out and "lowest OOD mse" in out and "## OOD" not in out  # the short answer first
+    assert "report: " in out and "--all" in out
+    root = tmp_path / "tiny_cli"
+    state = (root / "report_state.json").read_text()
+    code, out, _ = run(monkeypatch, capsys, "compare", str(root), "--all")
+    assert code == 0 and out.index("## Findings") < out.index("## OOD")
+    # readers of a results folder never start JAX, through the command line too
+    probe = ("import sys\nfrom testbed import cli\nsys.argv = ['testbed', {cmd!r}, {root!r}]\n"
+             "try:\n    cli.main()\nexcept SystemExit:\n    pass\nprint('JAX' if 'jax' in sys.modules else 'no jax')")
+    for cmd in ("compare", "report"):
+        res = subprocess.run([sys.executable, "-c", probe.format(cmd=cmd, root=str(root))], capture_output=True,
+                             text=True, check=True)
+        assert res.stdout.strip().endswith("no jax"), (cmd, res.stdout[-300:], res.stderr[-300:])
+    assert (root / "report_state.json").read_text() == state  # nothing changed: both were reused
+    code, out, _ = run(monkeypatch, capsys, "report", str(root), "--redraw", "--svg")
+    assert code == 0 and any(p.suffix == ".svg" for p in (root / "figures").iterdir())
+
+
+def test_model_flags_given_twice_are_refused(monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, "train", "--task", "step", "--width", "8", "-M", "width=16")
+    assert code == 2 and "width is also given as --width" in err

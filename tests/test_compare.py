@@ -306,6 +306,7 @@ def test_write_tables_csv_round_trip_and_latex(tmp_path):
     assert len(paths) == 2 * len(out) and all(p.exists() for p in paths)
     assert {p.name for p in paths} >= {"ood.csv", "ood.tex", "ood_long.csv", "labels.tex"}
     assert "attribution.csv" not in {p.name for p in paths}  # not measured in this suite: no empty table
+    assert "findings.csv" in {p.name for p in paths}
     back = pd.read_csv(tmp_path / "tables" / "ood_long.csv")
     want = out["ood_long"]
     assert list(back.columns) == list(want.columns)
@@ -333,7 +334,8 @@ def test_render_markdown_names_every_label_and_task():
         assert lab in md
     for task in ("t_one", "t_two"):
         assert task in md
-    assert md.count("\n## ") + md.startswith("## ") == 3  # ood, train, ratio: nothing else was measured
+    assert md.count("\n## ") + md.startswith("## ") == 4  # findings, ood, train, ratio: nothing else measured
+    assert md.startswith("## Findings")
     assert "## OOD" in md and "mean rank" in md and "Metric per task: t_one: mse, t_two: mse" in md
     with pytest.raises(KeyError):
         render_markdown(out, which=("nope",))
@@ -356,3 +358,17 @@ def test_plateau_columns_and_zero_loss_rate():
     z = zl[(zl.quantity == "reached_zero") & (zl.label == "mse")]["mean"].item()
     assert z == pytest.approx(0.5)
     assert "Rate of reaching the zero-loss solution" in render_markdown(out)
+
+
+def test_findings_name_the_best_label_and_whether_its_interval_separates():
+    rows = ood_rows("apart", "mse", {"ood": [1.0, 1.1, 0.9, 1.0]}, train=[0.1] * 4)
+    rows += ood_rows("apart", "ce", {"ood": [2.0, 2.1, 1.9, 2.0]}, train=[0.1] * 4)
+    rows += ood_rows("close", "mse", {"ood": [1.0, 3.0, 1.0, 3.0]}, train=[0.1] * 4)
+    rows += ood_rows("close", "ce", {"ood": [2.4, 1.5, 2.4, 1.5]}, train=[0.1] * 4)
+    found = list(comparison({"history": build(rows)})["findings"]["finding"])
+    apart = next(s for s in found if s.startswith("**apart**"))
+    close = next(s for s in found if s.startswith("**close**"))
+    assert "lowest OOD mse: mse 1.00" in apart and "separates from the next, ce 2.00" in apart
+    assert "lowest OOD mse: ce 1.95" in close and "does not separate from the next, mse 2.00" in close
+    md = render_markdown(comparison({"history": build(rows)}), full=False)
+    assert md.startswith("## Findings") and "## OOD" not in md

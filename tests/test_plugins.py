@@ -154,7 +154,7 @@ def test_a_plugin_file_adds_task_method_model_and_analysis_to_a_suite(tmp_path, 
     (tmp_path / "lab" / "my_lab.py").write_text(PLUGIN)
     (tmp_path / "plugged.toml").write_text(SUITE)
     monkeypatch.chdir(tmp_path.parent)  # plug-in paths are relative to the suite file, not the cwd
-    code, out, err = run_cli(monkeypatch, capsys, "bench", str(tmp_path / "plugged.toml"),
+    code, out, err = run_cli(monkeypatch, capsys, "bench", str(tmp_path / "plugged.toml"), "--all",
                              "--results", str(tmp_path / "results"), "-q")
     assert code == 0, err
     root = tmp_path / "results" / "plugged"
@@ -167,7 +167,7 @@ def test_a_plugin_file_adds_task_method_model_and_analysis_to_a_suite(tmp_path, 
     assert (root / "figures" / "plugin_norm.png").is_file()
     assert "parameter norm per run" in (root / "report.html").read_text()
     # reading the folder back loads the plug-in from the manifest: compare works in a new process too
-    code, out, err = run_cli(monkeypatch, capsys, "compare", str(root))
+    code, out, err = run_cli(monkeypatch, capsys, "compare", str(root), "--all")
     assert code == 0 and "Parameter norm (plug-in)" in out
 
 
@@ -208,3 +208,25 @@ def test_env_plugins_reach_every_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TESTBED_PLUGINS", str(path))
     code, out, _ = run_cli(monkeypatch, capsys, "tasks")
     assert code == 0 and "| plugin_env_ramp " in out
+
+
+def test_a_plugin_may_import_a_module_beside_it(tmp_path):
+    (tmp_path / "plugin_helper_mod.py").write_text("VALUE = 41\n")
+    (tmp_path / "uses_helper.py").write_text("from plugin_helper_mod import VALUE\nANSWER = VALUE + 1\n")
+    (name,) = load_plugins([str(tmp_path / "uses_helper.py")])
+    from testbed.core import plugins
+
+    assert plugins._LOADED[name].ANSWER == 42
+
+
+def test_a_folder_whose_plugin_moved_still_reads(tmp_path, capsys):
+    import json
+
+    from testbed.report.build import load_manifest_plugins
+
+    root = tmp_path / "results"
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({"suite": "x", "plugins": [str(tmp_path / "gone.py")]}))
+    assert load_manifest_plugins(root) == []
+    err = capsys.readouterr().err
+    assert "gone.py" in err and "does not exist" in err and "reading without it" in err

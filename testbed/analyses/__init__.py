@@ -7,11 +7,11 @@ runs it.
 # ruff: noqa: I001  (the import order is the registration order)
 
 from testbed.analyses.ood import analysis as _ood  # noqa: F401
-from testbed.analyses.attribution import analysis as _attribution  # noqa: F401
 from testbed.analyses.plateaus import analysis as _plateaus  # noqa: F401
 from testbed.analyses.probes import analysis as _probes  # noqa: F401
 from testbed.analyses.routing import analysis as _routing  # noqa: F401
 from testbed.analyses.myopia import analysis as _myopia  # noqa: F401
+from testbed.analyses.attribution import analysis as _attribution  # noqa: F401
 from testbed.analyses.base import Analysis, Figure, list_analyses, make_analysis, register_analysis
 
 __all__ = ["Analysis", "Figure", "list_analyses", "make_analysis", "register_analysis"]

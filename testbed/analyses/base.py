@@ -75,7 +75,10 @@ class Analysis(NamedTuple):
             ``attrs["title"]`` and ``attrs["note"]`` set; leave out what was not measured.
         headline: (View) -> DataFrame with a ``label`` column and columns to add to the
             headline table (the first table of the first analysis).
-        printed: names of its comparison tables that `testbed compare` prints.
+        printed: names of its comparison tables that `testbed compare --all` prints.
+        findings: (View, the comparison tables) -> short sentences for the summary a person
+            reads first (terminal and report), e.g. which method is best and whether its
+            interval separates from the next.
         figures: (suite tables) -> list of `Figure`.
     """
 
@@ -89,6 +92,7 @@ class Analysis(NamedTuple):
     compare: Callable[[Any], Tables] | None = None
     headline: Callable[[Any], pd.DataFrame | None] | None = None
     printed: tuple[str, ...] = ()
+    findings: Callable[[Any, Tables], list[str]] | None = None
     figures: Callable[[Tables], list[Figure]] | None = None
 
 

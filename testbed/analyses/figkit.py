@@ -1,7 +1,7 @@
 """What the figures of a suite's result tables share: labels, colours, splits and axes.
 
 The figures (``testbed.analyses.<analysis>.figures``) take the tables dict
-(``testbed.suites.spec.load_tables``, docs/suite_tables.md) and return a matplotlib
+(``testbed.suites.tables.load_tables``, docs/suite_tables.md) and return a matplotlib
 Figure (not registered with pyplot) in the house style of `testbed.core.style`. They
 read tables, never runs; nothing here imports JAX.
 

@@ -92,6 +92,8 @@ def _import_path(path: str, where: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(mod_name, p)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module  # dataclasses and pickling look modules up by name
+    if str(p.parent) not in sys.path:  # a plug-in may import a helper module beside it (as pytest does)
+        sys.path.insert(0, str(p.parent))
     try:
         spec.loader.exec_module(module)
     except Exception as e:

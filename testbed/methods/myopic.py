@@ -34,7 +34,7 @@ Objectives (maximized; the optimizer minimizes their negative):
 
 A run *shuts down* at the first update whose batch mean ``p`` (at the current epoch)
 exceeds ``threshold``; with ``stop_on_shutdown`` (default) its updates stop there
-(the engine's `Method.halt`), otherwise it keeps training and only the epoch is
+(the engine's `Extras.halt`), otherwise it keeps training and only the epoch is
 recorded.
 
 Recorded: per update, ``RunResult.traces`` ``p_stop`` and ``reward`` (batch means at

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from testbed.analyses.base import Figure, all_analyses
-from testbed.core.plugins import load_plugins
+from testbed.core.plugins import PluginError, load_plugins
 from testbed.core.style import save
-from testbed.report.compare import comparison, measured, render_markdown
+from testbed.report.compare import FINDINGS, comparison, measured, render_findings, render_markdown
 from testbed.report.html import write_report
 from testbed.report.tables import write_tables
 from testbed.suites.runner import write_timing
@@ -25,8 +25,18 @@ from testbed.suites.tables import load_tables
 def load_manifest_plugins(root: str | Path) -> list[str]:
     """Import the plug-ins a suite ran with (recorded in its manifest), so their analyses
     take part in reading it back. A plug-in file that is gone is an error naming it."""
+    import sys
+
     manifest = SuiteStore(root).read_manifest() or {}
-    return load_plugins(manifest.get("plugins", []), where=f"{Path(root) / 'manifest.json'}: field 'plugins'")
+    out = []
+    for spec in manifest.get("plugins", []):
+        try:
+            out += load_plugins([spec], where=f"{Path(root) / 'manifest.json'}: field 'plugins'")
+        except PluginError as e:
+            # a folder copied elsewhere still reads: the built-in analyses (and plug-ins given
+            # again with --plugins or TESTBED_PLUGINS) take part; the plug-in's own do not
+            print(f"warning: {e}; reading without it", file=sys.stderr)
+    return out
 
 
 def analysed_tables(root: str | Path, suite: Suite | None = None) -> dict:
@@ -144,12 +154,15 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     saved = []
     if figures:
         fig_dir = root / "figures"
+        for old in fig_dir.glob("[0-9][0-9].*") if fig_dir.is_dir() else []:  # numbered files of older reports
+            old.unlink()
         for f in suite_figures(tables):
             caption = f"{f.task}: {f.caption}" if f.task and not f.caption.startswith(f.task) else f.caption
             saved.append((caption, save(f.figure, fig_dir / f.file_stem, ("png", "svg") if svg else ("png",))[0]))
     clock.lap("figures_s")
-    sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
-                if not name.endswith("_long") and not df.empty]
+    sections = [("Findings", render_findings(compared).split("\n", 2)[2])]
+    sections += [(df.attrs.get("title", name), df) for name, df in compared.items()
+                 if name != FINDINGS and not name.endswith("_long") and not df.empty]
     path = write_report(root, tables, title=f"Suite {manifest.get('suite', root.name)}", manifest=manifest,
                         table_sections=sections, figures=saved)
     clock.lap("html_s")

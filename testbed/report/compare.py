@@ -48,7 +48,13 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
             extra = a.headline(v) if a.headline is not None and measured(a, tables) else None
             if extra is not None and len(extra):
                 out[head] = _add_columns(out[head], extra)
-    return out
+    lines = [s for a in analyses if a.findings is not None and measured(a, tables) for s in a.findings(v, out)]
+    found = pd.DataFrame({"finding": lines})
+    found.attrs.update(title="Findings", note="What the tables say, in short; the tables and figures hold the rest.")
+    return {FINDINGS: found, **out}
+
+
+FINDINGS = "findings"  # the comparison's own first table: every analysis's findings, in order
 
 
 def measured(analysis, tables: dict) -> bool:
@@ -72,11 +78,21 @@ def printed_tables() -> list[str]:
     return [name for a in all_analyses() for name in a.printed]
 
 
-def render_markdown(tables: dict[str, pd.DataFrame], which: Sequence[str] | None = None) -> str:
-    """Markdown sections (title, note, table) for the terminal: the named tables that were
-    made (default `printed_tables`). A table marked ``attrs["per_task"]`` is shown per task,
-    with only the columns that task has."""
-    parts = []
+def render_findings(tables: dict[str, pd.DataFrame]) -> str:
+    """The findings as a markdown list under a heading (what a person reads first)."""
+    found = tables.get(FINDINGS)
+    lines = [] if found is None else list(found["finding"])
+    return "## Findings\n\n" + ("\n".join(f"- {s}" for s in lines) if lines else "- (nothing measured)") + "\n"
+
+
+def render_markdown(tables: dict[str, pd.DataFrame], which: Sequence[str] | None = None, *,
+                    full: bool = True) -> str:
+    """Markdown for the terminal: the findings, then (``full``) sections (title, note,
+    table) for the named tables that were made (default `printed_tables`). A table marked
+    ``attrs["per_task"]`` is shown per task, with only the columns that task has."""
+    parts = [render_findings(tables).rstrip()] if which is None else []
+    if not full:
+        return parts[0] + "\n"
     for name in printed_tables() if which is None else which:
         if name not in tables:
             if which is not None:
@@ -95,3 +111,9 @@ def render_markdown(tables: dict[str, pd.DataFrame], which: Sequence[str] | None
         else:
             parts.append(markdown_table(df))
     return "\n\n".join(parts) + "\n"
+
+
+def findings_part(markdown: str) -> str:
+    """The findings section of a `render_markdown` text (it comes first)."""
+    head, _, _ = markdown.partition("\n\n## ")
+    return head.rstrip() + "\n"

@@ -137,7 +137,7 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
     The suite's ``plugins`` (files relative to the suite file, or module names) are
     imported first, so the tasks, methods, models and analyses they register can be named.
     """
-    from testbed.analyses.base import list_analyses
+    from testbed.analyses.base import list_analyses, make_analysis
     from testbed.core.plugins import PluginError, load_plugins
     from testbed.methods import list_methods
     from testbed.models import list_models
@@ -189,6 +189,8 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
     known_analyses = list_analyses()
     if not isinstance(analyses, list) or any(a not in known_analyses for a in analyses):
         raise err("analyses", f"expected a list of analysis names; accepted: {', '.join(known_analyses)}", analyses)
+    # what a cell is keyed by: the named analyses beyond the default ones, each once, in order
+    analyses = sorted({a for a in analyses if not make_analysis(a).default})
     seeds_default = spec.get("seeds", 4)
     cells = []
     for t in tasks:

@@ -30,7 +30,7 @@ class RunResult:
         config: everything that defines the call (JSON-able).
         history: tidy evaluation table (see module docstring).
         runs: one row per run: run, seed, lr, weight_decay, init_scale, diverged_step,
-            halted_step (-1: never; see `Method.halt`).
+            halted_step (-1: never; see `Extras.halt`).
         eval_steps: [E] steps at which evaluations were taken.
         probe: Batch(x [Pn, in_dim], y, piece): probe inputs with their targets; the
             first ``probe_grid`` are a grid over the domain, the rest samples of

@@ -62,6 +62,22 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
     return {"attribution": wide, "attribution_long": long}
 
 
+def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list[str]:
+    """Per task: which candidate each label's final predictions follow most on the OOD splits."""
+    long = compared.get("attribution_long")
+    if long is None or long.empty:
+        return []
+    mean = long.groupby(["task", "label", "candidate"], sort=False)["mean"].mean().reset_index()
+    out = []
+    for task, g in mean.groupby("task", sort=False):
+        top = g.loc[g.groupby("label", sort=False)["mean"].idxmax()]
+        order = {lab: i for i, lab in enumerate(v.order)}
+        top = top.sort_values("label", key=lambda s: s.map(order), kind="stable")
+        parts = [f"{r.label} -> {r.candidate} ({r.mean:.0%})" for r in top.itertuples(index=False)]
+        out.append(f"**{task}** out of distribution follows: " + "; ".join(parts) + ".")
+    return out
+
+
 def _figures(tables: dict) -> list[Figure]:
     from testbed.analyses.attribution import figures
 
@@ -79,4 +95,4 @@ def _figures(tables: dict) -> list[Figure]:
 def attribution() -> Analysis:
     """OOD attribution of the final predictions to candidate behaviours (runs on every cell)."""
     return Analysis("attribution", default=True, tables=("attribution",), measure=_measure, compare=_compare,
-                    printed=("attribution",), figures=_figures)
+                    printed=("attribution",), findings=_findings, figures=_figures)

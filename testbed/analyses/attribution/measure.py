@@ -27,9 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from testbed.core.columns import SWEPT
 from testbed.tasks.metrics import kl_from_logits
 from testbed.tasks.task import Task
 from testbed.training.result import RunResult
+
+FIT_KEY = 2  # seed of the train sample the linear_fit candidate is fitted to
 
 
 def candidate_values(task: Task, x: jax.Array, train_size: int = 2048) -> dict[str, np.ndarray]:
@@ -46,7 +49,7 @@ def candidate_values(task: Task, x: jax.Array, train_size: int = 2048) -> dict[s
             v = jnp.broadcast_to(p.f(raw), out["target"].shape)
             out[f"piece:{p.name}"] = np.asarray(jnp.round(v).astype(jnp.int32) if task.target == "class" else v)
     if task.target != "class":
-        train_raw = np.asarray(task.sample_raw(jax.random.key(2), train_size, "train"), np.float64)
+        train_raw = np.asarray(task.sample_raw(jax.random.key(FIT_KEY), train_size, "train"), np.float64)
         train_y = np.asarray(task.target_of_raw(jnp.asarray(train_raw, jnp.float32)), np.float64)
         design = np.concatenate([train_raw, np.ones((len(train_raw), 1))], axis=1)
         coef, *_ = np.linalg.lstsq(design, train_y.reshape(len(train_raw), -1), rcond=None)
@@ -56,13 +59,16 @@ def candidate_values(task: Task, x: jax.Array, train_size: int = 2048) -> dict[s
 
 
 def distances(task: Task, pred: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """Per-point distance [n] between predictions and one candidate's values."""
+    """Per-point distance between predictions ``[..., n(, k)]`` and one candidate's values
+    ``[n(, k)]`` (broadcast over leading axes, e.g. runs): ``[..., n]``."""
     if task.target == "scalar":
         return (pred - cand) ** 2
     if task.target == "vector":
         return np.mean((pred - cand) ** 2, axis=-1)
-    if task.target == "distribution":
-        return np.asarray(kl_from_logits(jnp.asarray(cand), jnp.asarray(pred)))
+    if task.target == "distribution":  # one [n, K] call per leading index: the same sums whatever the batch
+        rows = pred.reshape((-1, *pred.shape[-2:]))
+        kl = [np.asarray(kl_from_logits(jnp.asarray(cand), jnp.asarray(p))) for p in rows]
+        return np.stack(kl).reshape(pred.shape[:-1])
     return (np.argmax(pred, axis=-1) != cand).astype(np.float32)
 
 
@@ -76,23 +82,27 @@ def attribution(task: Task, result: RunResult) -> pd.DataFrame:
     """
     x = jnp.asarray(result.probe.x)
     cands = candidate_values(task, x)
-    names = list(cands)
-    other = task.target == "class"  # a class matching no candidate: distance 0.5 beats every 1
-    final = result.predictions[:, -1]  # [R, Pn, ...]
-    rows = []
+    names = list(cands) + (["other"] if task.target == "class" else [])
+    final = np.asarray(result.predictions[:, -1])  # [R, Pn, ...]
+    runs = result.runs
+    parts = []
     for s_idx, split in enumerate(task.splits):
-        if split == "train":
-            continue
         mask = result.probe_split == s_idx
-        if not mask.any():
+        if split == "train" or not mask.any():
             continue
-        for r, run in result.runs.iterrows():
-            d = np.stack([distances(task, final[r][mask], cands[n][mask]) for n in names]
-                         + ([np.full(int(mask.sum()), 0.5, np.float32)] if other else []))  # [C, m]
-            closest = np.argmin(d, axis=0)  # ties: first candidate (the target) wins
-            for c, name in enumerate(names + (["other"] if other else [])):
-                rows.append((int(run["run"]), int(run["seed"]), float(run["lr"]), float(run["weight_decay"]),
-                             float(run["init_scale"]), split, name, float(np.mean(closest == c)),
-                             float(np.mean(d[c]))))
-    return pd.DataFrame(rows, columns=["run", "seed", "lr", "weight_decay", "init_scale", "split", "candidate",
-                                       "fraction", "mean_distance"])
+        pred = final[:, mask]  # [R, m, ...]
+        d = np.stack([distances(task, pred, cands[n][mask]) for n in cands]
+                     # a class matching no candidate: distance 0.5 beats every 1
+                     + ([np.full(pred.shape[:2], 0.5, np.float32)] if task.target == "class" else []), 1)  # [R, C, m]
+        closest = np.argmin(d, axis=1)  # [R, m]; ties: first candidate (the target) wins
+        frac = (closest[:, None, :] == np.arange(len(names))[None, :, None]).mean(-1)  # [R, C]
+        r, c = (a.ravel() for a in np.meshgrid(np.arange(len(runs)), np.arange(len(names)), indexing="ij"))
+        parts.append(pd.DataFrame({
+            "run": runs["run"].to_numpy()[r].astype(int), "seed": runs["seed"].to_numpy()[r].astype(int),
+            **{col: runs[col].to_numpy()[r].astype(float) for col in SWEPT},
+            "split": split, "candidate": np.asarray(names, dtype=object)[c],
+            "fraction": frac[r, c].astype(float),
+            # one 1-D mean per (run, candidate): the same float32 sums as a per-run loop gives
+            "mean_distance": [float(np.mean(d[i, j])) for i, j in zip(r, c, strict=True)]}))
+    cols = ["run", "seed", *SWEPT, "split", "candidate", "fraction", "mean_distance"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)

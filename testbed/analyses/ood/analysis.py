@@ -92,6 +92,32 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list[str]:
+    """Per task: the label with the lowest OOD error, and whether its CI separates from the
+    runner-up's; then any diverged runs."""
+    out = []
+    long = compared.get("ood_long")
+    for task in v.tasks if long is not None else []:
+        g = long[(long["task"] == task) & long["mean"].notna()].sort_values("mean", kind="stable")
+        if g.empty:
+            continue
+        best, metric = g.iloc[0], g.iloc[0]["metric"]
+        text = f"**{task}**: lowest OOD {metric}: {best['label']} {kit.fmt_ci(best['mean'], best['ci_low'], best['ci_high'], 3)}"
+        if len(g) > 1:
+            nxt = g.iloc[1]
+            sep = "separates from" if best["ci_high"] < nxt["ci_low"] else "does not separate from"
+            text += f"; its interval {sep} the next, {nxt['label']} {kit.fmt_ci(nxt['mean'], nxt['ci_low'], nxt['ci_high'], 3)}"
+        out.append(text + ".")
+    div = compared.get("divergence")
+    if div is not None and len(div) and div["diverged"].sum() > 0:
+        bad = div[div["diverged"] > 0]
+        out.append("Diverged runs: " + ", ".join(f"{r.label} on {r.task} {r.diverged}/{r.runs}"
+                                                  for r in bad.itertuples(index=False)) + ".")
+    elif div is not None and len(div):
+        out.append("No run diverged.")
+    return out
+
+
 def _figures(tables: dict) -> list[Figure]:
     from testbed.analyses.ood import figures
 
@@ -109,4 +135,5 @@ def _figures(tables: dict) -> list[Figure]:
 @register_analysis("ood")
 def ood() -> Analysis:
     """The headline comparison: OOD and train error at the final step (runs on every cell)."""
-    return Analysis("ood", default=True, compare=_compare, printed=("ood", "train", "ratio"), figures=_figures)
+    return Analysis("ood", default=True, compare=_compare, printed=("ood", "train", "ratio"), findings=_findings,
+                    figures=_figures)

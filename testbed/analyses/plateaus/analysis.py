@@ -69,6 +69,22 @@ def _headline(v: kit.View) -> pd.DataFrame | None:
                              lambda x: f"{x:.0%}" if pd.notna(x) else kit.MISSING).to_numpy()})
 
 
+def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list[str]:
+    """Where training stalled most: the label x task with the most training time on plateaus."""
+    plong = compared.get("plateaus_long")
+    if plong is None or plong.empty:
+        return []
+    frac = plong[(plong["quantity"] == "plateau_frac") & plong["mean"].notna()]
+    if frac.empty or frac["mean"].max() <= 0:
+        return ["No loss plateaus were found."]
+    worst = frac.sort_values("mean", ascending=False, kind="stable").iloc[0]
+    count = plong[(plong["quantity"] == "plateaus") & (plong["label"] == worst["label"])
+                  & (plong["task"] == worst["task"])]["mean"]
+    n = f"{float(count.iloc[0]):.1f} plateaus per run, " if len(count) else ""
+    return [f"Stalls: most time on loss plateaus for {worst['label']} on {worst['task']} "
+            f"({n}{worst['mean']:.0%} of training); see the plateaus table."]
+
+
 def _figures(tables: dict) -> list[Figure]:
     from testbed.analyses.figkit import method_labels, task_facts
     from testbed.analyses.plateaus import figures
@@ -88,4 +104,4 @@ def _figures(tables: dict) -> list[Figure]:
 def plateaus() -> Analysis:
     """Plateaus of the per-update training loss (runs on every cell, derived when read)."""
     return Analysis("plateaus", default=True, derive=_derive, compare=_compare, headline=_headline,
-                    printed=("plateaus", "zero_loss"), figures=_figures)
+                    printed=("plateaus", "zero_loss"), findings=_findings, figures=_figures)
