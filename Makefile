@@ -24,12 +24,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check testbed tests benchmarks
 
-# Speed benchmark against a PyTorch loop (installs the optional torch extra), then the
-# hand-written JAX loop that bounds it.
+# Speed benchmarks against PyTorch (installs the optional torch extra): training throughput,
+# the hand-written JAX loop that bounds it, and the whole main job against a PyTorch script.
 perf: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/perf/train_speed.py
 	$(PY) benchmarks/perf/xla_ceiling.py
+	$(PY) benchmarks/perf/suite_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

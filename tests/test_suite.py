@@ -222,3 +222,21 @@ def test_routing_analyses_are_stored_compared_and_plotted(tmp_path):
 def test_unknown_analysis_is_refused(tmp_path):
     with pytest.raises(SuiteError, match="field 'analyses'.*accepted: .*routing"):
         load_suite(write(tmp_path, TINY_SUITE.replace('name = "tiny"', 'name = "tiny"\nanalyses = ["magic"]')))
+
+
+def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path):
+    from testbed.training import engine
+
+    text = TINY_SUITE.replace('tasks = ["sine_line", "two_slopes"]', 'tasks = ["sine_line", "two_slopes", "step"]')
+    s = load_suite(write(tmp_path, text))
+    engine._PROGRAMS.clear()  # nothing compiled yet in this process
+    ahead = run_suite(s, tmp_path / "ahead", quiet=True, prefetch=True)
+    timing = ahead.timing["cells"]
+    assert len(timing) == len(s.cells) and not any(c["compiled"] for c in timing.values())  # all by the threads
+    engine._PROGRAMS.clear()
+    inline = run_suite(s, tmp_path / "inline", quiet=True, prefetch=False)
+    assert all(c["compiled"] for c in inline.timing["cells"].values())
+    for key in ahead.ran:
+        a = pd.read_parquet(tmp_path / "ahead" / s.name / key / "history.parquet")
+        b = pd.read_parquet(tmp_path / "inline" / s.name / key / "history.parquet")
+        pd.testing.assert_frame_equal(a, b)

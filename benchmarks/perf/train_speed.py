@@ -4,9 +4,10 @@ Measures, side by side in one run:
   * the machine's fp32 matmul peak (best of JAX and NumPy on large square matmuls);
   * testbed.train: a 64-seed sweep of MLP 1-64-64-1, batch 256, Adam, fresh data
     every step (task sine_line), in model-steps per second, with compile time apart;
-  * the same training as a plain PyTorch loop, one model at a time (optional: needs
-    the ``bench`` extra, ``pip install -e '.[bench]'``).
-Prints the ratio to PyTorch, achieved GFLOP/s and the fraction of peak.
+  * the same training as a plain PyTorch loop, one model at a time, and as a hand-batched
+    PyTorch ensemble of all the seeds' models (``torch.baddbmm``) (optional: needs the
+    ``bench`` extra, ``pip install -e '.[bench]'``).
+Prints both ratios to PyTorch, achieved GFLOP/s and the fraction of peak.
 
 Run: ``make perf`` or ``python benchmarks/perf/train_speed.py [--steps N] [--seeds S]``.
 """
@@ -103,7 +104,49 @@ def bench_torch(steps: int, threads: int | None = None) -> dict[str, float] | No
     return {"model_steps_per_s": steps / dt, "threads": torch.get_num_threads(), "version": torch.__version__}
 
 
-def bench_torch_clean(steps: int) -> dict[str, float] | None:
+def bench_torch_ensemble(models: int, steps: int, threads: int | None = None) -> dict[str, float] | None:
+    """Model-steps per second of a hand-batched PyTorch ensemble: ``models`` MLPs as stacked
+    weight tensors, trained together with batched products (``torch.baddbmm``), each on its
+    own fresh batch: the strongest plain-PyTorch answer to a seed sweep."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
+
+    def param(*shape, fan_in):
+        return torch.nn.Parameter(torch.randn(*shape) / math.sqrt(fan_in))
+
+    w1, b1 = param(models, 1, WIDTH, fan_in=1), torch.nn.Parameter(torch.zeros(models, 1, WIDTH))
+    w2, b2 = param(models, WIDTH, WIDTH, fan_in=WIDTH), torch.nn.Parameter(torch.zeros(models, 1, WIDTH))
+    w3, b3 = param(models, WIDTH, 1, fan_in=WIDTH), torch.nn.Parameter(torch.zeros(models, 1, 1))
+    opt = torch.optim.Adam([w1, b1, w2, b2, w3, b3], lr=1e-3)
+
+    def target(x):
+        return torch.where(x < 0, torch.sin(2 * math.pi * x), x)
+
+    def step():
+        x = torch.rand(models, BATCH, 1) * 2 - 1  # a fresh batch per model and step
+        h = torch.relu(torch.baddbmm(b1, x, w1))
+        h = torch.relu(torch.baddbmm(b2, h, w2))
+        out = torch.baddbmm(b3, h, w3)
+        loss = ((out - target(x)) ** 2).mean(dim=(1, 2)).sum()  # each model's own mean loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(20):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - t0
+    return {"model_steps_per_s": models * steps / dt, "threads": torch.get_num_threads(), "version": torch.__version__}
+
+
+def bench_torch_clean(steps: int, ensemble: int = 0) -> dict[str, float] | None:
     """The PyTorch baseline in fresh processes (JAX's thread pools out of the way), at 1
     thread and at the default thread count; the faster is reported."""
     import subprocess
@@ -111,8 +154,8 @@ def bench_torch_clean(steps: int) -> dict[str, float] | None:
 
     best = None
     for threads in (1, 0):
-        out = subprocess.run([sys.executable, __file__, "--torch-only", str(steps), "--torch-threads", str(threads)],
-                             capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--torch-only", str(steps), "--torch-threads", str(threads),
+                              "--torch-ensemble", str(ensemble)], capture_output=True, text=True)
         if out.returncode != 0 or not out.stdout.strip():
             return None
         res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -129,9 +172,13 @@ def main() -> None:
     p.add_argument("--json", help="also write the numbers here")
     p.add_argument("--torch-only", type=int, help=argparse.SUPPRESS)
     p.add_argument("--torch-threads", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--torch-ensemble", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.torch_only:
-        print(json.dumps(bench_torch(args.torch_only, args.torch_threads or None)))
+        if args.torch_ensemble:
+            print(json.dumps(bench_torch_ensemble(args.torch_ensemble, args.torch_only, args.torch_threads or None)))
+        else:
+            print(json.dumps(bench_torch(args.torch_only, args.torch_threads or None)))
         return
 
     import testbed  # noqa: F401  (first: sets one host device per core before JAX starts)
@@ -141,6 +188,7 @@ def main() -> None:
     after = matmul_peak()
     peak = max(before, after, key=lambda p: p["peak"])
     th = bench_torch_clean(args.torch_steps)
+    te = bench_torch_clean(max(args.torch_steps // 4, 50), ensemble=args.seeds)
     gflops = tb["model_steps_per_s"] * FLOPS_PER_MODEL_STEP / 1e9
     print(f"matmul peak: {peak['peak']:.1f} GFLOP/s (jax {peak['jax']:.1f}, numpy {peak['numpy']:.1f}; "
           f"best of before {before['peak']:.1f} and after {after['peak']:.1f} the training)")
@@ -157,6 +205,12 @@ def main() -> None:
               f"{th['model_steps_per_s']:,.0f} model-steps/s")
         print(f"  testbed / pytorch = {ratio:.1f}x")
         result.update(torch=th, ratio=ratio)
+    if te is not None:
+        ratio_e = tb["model_steps_per_s"] / te["model_steps_per_s"]
+        print(f"pytorch hand-batched ensemble of {args.seeds} models (torch.baddbmm, {te['threads']} threads): "
+              f"{te['model_steps_per_s']:,.0f} model-steps/s")
+        print(f"  testbed / ensemble = {ratio_e:.1f}x")
+        result.update(torch_ensemble=te, ratio_ensemble=ratio_e)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

@@ -8,6 +8,7 @@ finished once its DONE marker is written, last). An `Executor` decides where cel
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,25 +41,65 @@ class InProcessExecutor:
             yield cell, fn(cell)
 
 
+def cell_call(cell: Cell) -> tuple[tuple, dict]:
+    """The arguments of a cell's `testbed.train` call: (task, method, model, optimizer), keywords."""
+    from testbed.methods import make_method
+    from testbed.models import make_model
+    from testbed.tasks import make_task
+    from testbed.training.optim import make_optimizer
+
+    args = (make_task(cell.task, **dict(cell.params)), make_method(cell.method.name, **dict(cell.method.kwargs)),
+            make_model(cell.model.name, **dict(cell.model.kwargs)),
+            make_optimizer(cell.optimizer.name, **dict(cell.optimizer.kwargs)))
+    return args, {"seeds": list(cell.seeds), **dict(cell.train), **{k: list(v) for k, v in cell.sweeps}}
+
+
+class Prefetch:
+    """Compiles the programs of cells ahead, on background threads, while earlier cells train
+    (`testbed.training.engine.prepare`): XLA compiles a program on one thread, so a core
+    would otherwise idle. A cell whose program is not ready when its turn comes waits for
+    it; one that failed to compile is compiled again by `train`, which raises there."""
+
+    def __init__(self, cells: Sequence[Cell], workers: int | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from testbed.training.engine import prepare
+
+        self.pool = ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1),
+                                       thread_name_prefix="testbed-compile")
+        self.jobs = []
+        seen = set()
+        for cell in cells:
+            key = (cell.task, cell.params, cell.method, cell.model, cell.optimizer.name, cell.train, len(cell.seeds))
+            if key in seen:  # the same program: compiled once
+                continue
+            seen.add(key)
+            self.jobs.append(self.pool.submit(self._prepare, prepare, cell))
+
+    @staticmethod
+    def _prepare(prepare, cell: Cell) -> float | None:
+        try:
+            args, kwargs = cell_call(cell)
+            return prepare(*args, **kwargs)
+        except Exception:  # noqa: BLE001  (train reports it, for this cell, in the main thread)
+            return None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) -> dict[str, pd.DataFrame]:
     """Train one cell and run its analyses (`testbed.analyses.base.for_cell`). Returns the
     tables stored in its folder: ``history``, ``runs``, ``batch_loss``, the method's
     ``traces`` and ``profile`` when it records them, and every analysis's tables."""
     from testbed.analyses.base import for_cell
-    from testbed.methods import make_method
-    from testbed.models import make_model
     from testbed.suites.tables import cell_facts
-    from testbed.tasks import make_task
     from testbed.training.engine import train
-    from testbed.training.optim import make_optimizer
     from testbed.training.tables import batch_loss_table, traces_table
 
-    task = make_task(cell.task, **dict(cell.params))
-    method = make_method(cell.method.name, **dict(cell.method.kwargs))
-    sweeps = {k: list(v) for k, v in cell.sweeps}
-    result = train(task, method, make_model(cell.model.name, **dict(cell.model.kwargs)),
-                   make_optimizer(cell.optimizer.name, **dict(cell.optimizer.kwargs)),
-                   seeds=list(cell.seeds), quiet=True, on_progress=on_progress, **dict(cell.train), **sweeps)
+    args, kwargs = cell_call(cell)
+    task, method = args[0], args[1]
+    result = train(*args, quiet=True, on_progress=on_progress, **kwargs)
     hist = result.history.drop(columns=list(COMPONENTS))
     out = {"history": hist, "runs": result.runs, "batch_loss": batch_loss_table(result)}
     if result.traces:
@@ -97,11 +138,13 @@ class SuiteRun:
 
 
 def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = False,
-              executor: Executor | None = None, quiet: bool = False) -> SuiteRun:
+              executor: Executor | None = None, quiet: bool = False, prefetch: bool = True) -> SuiteRun:
     """Run every unfinished cell of a suite into ``results/<suite.name>/``.
 
     Finished cells are skipped (``force`` recomputes them). Cells are ordered so
-    that cells sharing a compiled program run back to back. The manifest records
+    that cells sharing a compiled program run back to back, and (``prefetch``, with the
+    in-process executor) the next cells' programs compile on background threads while
+    one trains; the numbers are the same either way. The manifest records
     the suite, commit, versions, platform, devices and times; ``results.parquet``
     aggregates every finished cell of this suite.
     """
@@ -145,6 +188,7 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
 
     t_start = time.perf_counter()
     cells_timing: dict[str, dict] = {}
+    ahead = Prefetch(todo) if prefetch and executor is None and len(todo) > 1 else None
     try:
         for cell, tables in (executor or InProcessExecutor()).map(fn, todo):
             meta = tables.pop("_meta").iloc[0]
@@ -157,6 +201,8 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
             cells_timing[cell.key] = {**meta["timing"], "store_s": time.perf_counter() - tw}
             run.ran.append(cell.key)
     finally:
+        if ahead is not None:
+            ahead.close()
         if bar is not None:
             bar.close()
     ta = time.perf_counter()
@@ -189,10 +235,12 @@ def write_timing(root: Path, part: str, seconds: dict) -> None:
 
 
 def phase_totals(cells: dict[str, dict]) -> dict[str, float]:
-    """Seconds spent compiling, training, analysing and storing, summed over cells."""
+    """Seconds the run spent, summed over cells: waiting for compiled programs (compiling
+    here, or waiting for a `Prefetch` thread; programs compiled while an earlier cell
+    trained cost nothing here), training, analysing and storing."""
     def total(key: str) -> float:
-        return float(sum(c.get(key, 0.0) for c in cells.values() if c.get("compiled", True) or key != "compile_s"))
-    return {"compile_s": total("compile_s"), "train_s": total("run_s"), "analyses_s": total("analyses_s"),
+        return float(sum(c.get(key, 0.0) for c in cells.values()))
+    return {"compile_s": total("compile_wait_s"), "train_s": total("run_s"), "analyses_s": total("analyses_s"),
             "store_s": total("store_s")}
 
 

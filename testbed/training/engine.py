@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ class Program:
 
 
 _PROGRAMS: dict[tuple[Static, int], Program] = {}
+_INFLIGHT: dict[tuple[Static, int], threading.Event] = {}  # programs a thread is compiling now
+_LOCK = threading.Lock()
 COMPILES = {"count": 0}  # programs built (cache misses), for tests and benchmarks
 
 
@@ -133,45 +136,30 @@ def _listify(name: str, value, default: float) -> list[float]:
     return [float(v) for v in vals]
 
 
-def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
-          optimizer: Optimizer | str | None = None, *, steps: int = 1000, batch_size: int = 256,
-          seeds: int | Sequence[int] = 4, lr: float | Sequence[float] | None = None,
-          weight_decay: float | Sequence[float] | None = None,
-          init_scale: float | Sequence[float] | None = None, init_params: Any = None,
-          evals: int = 50, eval_spacing: str = "linear",
-          eval_size: int = 1024, probe_points: int = 256, quiet: bool = False,
-          on_progress: Callable[[int, int], None] | None = None) -> RunResult:
-    """Train many small models at once and record what happened.
+class _Plan(NamedTuple):
+    """A training call resolved: what `_program` compiles and `train` runs."""
 
-    Runs are the product of seeds and the hyperparameter grid (``lr`` x
-    ``weight_decay`` x ``init_scale``; a list sweeps, a number fixes); all of them
-    run in one compiled program. The same seed gets the same initialization and
-    data in every grid cell.
+    task: Task
+    method: Method
+    model: Any
+    optimizer: Optimizer
+    st: Static
+    seed_list: list
+    grid: list
+    runs: list
+    devices: list
+    keys: Any
+    hp: Any
+    data: Any
+    p0: Any
+    by_run: Any
+    replicated: Any
+    eval_steps: tuple
 
-    Args:
-        task: a Task or a registered task name.
-        method: a Method or a registered method name (``mse``, ``ce``, ...).
-        model: a model config or name (default: MLP of width 64, depth 2).
-        optimizer: an Optimizer or name (default: Adam, lr 1e-3).
-        steps: training updates per run.
-        batch_size: fresh training examples per update.
-        seeds: number of seeds (0..n-1) or explicit seed list.
-        lr, weight_decay, init_scale: values or lists to sweep (default: the
-            optimizer's values and 1.0).
-        init_params: start every run from these parameters instead of a fresh
-            init (a pytree of [runs, ...] arrays, e.g. an edited ``RunResult.params``,
-            runs in the same order); ``init_scale`` is then ignored. For
-            fine-tuning and retraining after ablation.
-        evals: number of evaluation points (including step 0 and the last step).
-        eval_spacing: ``linear`` or ``log``.
-        eval_size: evaluation examples per split (fixed across runs and evaluations).
-        probe_points: probe inputs (a grid over the domain) whose predictions are recorded.
-        quiet: no progress bar.
-        on_progress: called with (steps done, total) after each chunk.
 
-    Returns:
-        RunResult with the tidy ``history`` and the per-run table ``runs``.
-    """
+def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weight_decay, init_scale, init_params,
+          evals, eval_spacing, eval_size, probe_points) -> _Plan:
+    """Check a training call's arguments and lay out its runs, keys and evaluation data."""
     task = make_task(task) if isinstance(task, str) else task
     method = make_method(method)
     model = make_model(model) if isinstance(model, str) else (model or MLP())
@@ -216,9 +204,57 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         p0 = jax.device_put(jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], n_pad, 0)]),
                                          init_params), by_run)
 
+    return _Plan(task, method, model, optimizer, st, seed_list, grid, runs, devices, keys, hp, data, p0, by_run,
+                 replicated, eval_steps)
+
+
+def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
+          optimizer: Optimizer | str | None = None, *, steps: int = 1000, batch_size: int = 256,
+          seeds: int | Sequence[int] = 4, lr: float | Sequence[float] | None = None,
+          weight_decay: float | Sequence[float] | None = None,
+          init_scale: float | Sequence[float] | None = None, init_params: Any = None,
+          evals: int = 50, eval_spacing: str = "linear",
+          eval_size: int = 1024, probe_points: int = 256, quiet: bool = False,
+          on_progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Train many small models at once and record what happened.
+
+    Runs are the product of seeds and the hyperparameter grid (``lr`` x
+    ``weight_decay`` x ``init_scale``; a list sweeps, a number fixes); all of them
+    run in one compiled program. The same seed gets the same initialization and
+    data in every grid cell.
+
+    Args:
+        task: a Task or a registered task name.
+        method: a Method or a registered method name (``mse``, ``ce``, ...).
+        model: a model config or name (default: MLP of width 64, depth 2).
+        optimizer: an Optimizer or name (default: Adam, lr 1e-3).
+        steps: training updates per run.
+        batch_size: fresh training examples per update.
+        seeds: number of seeds (0..n-1) or explicit seed list.
+        lr, weight_decay, init_scale: values or lists to sweep (default: the
+            optimizer's values and 1.0).
+        init_params: start every run from these parameters instead of a fresh
+            init (a pytree of [runs, ...] arrays, e.g. an edited ``RunResult.params``,
+            runs in the same order); ``init_scale`` is then ignored. For
+            fine-tuning and retraining after ablation.
+        evals: number of evaluation points (including step 0 and the last step).
+        eval_spacing: ``linear`` or ``log``.
+        eval_size: evaluation examples per split (fixed across runs and evaluations).
+        probe_points: probe inputs (a grid over the domain) whose predictions are recorded.
+        quiet: no progress bar.
+        on_progress: called with (steps done, total) after each chunk.
+
+    Returns:
+        RunResult with the tidy ``history`` and the per-run table ``runs``.
+    """
+    plan = _plan(task, method, model, optimizer, steps=steps, batch_size=batch_size, seeds=seeds, lr=lr,
+                 weight_decay=weight_decay, init_scale=init_scale, init_params=init_params, evals=evals,
+                 eval_spacing=eval_spacing, eval_size=eval_size, probe_points=probe_points)
+    task, method, model, optimizer, st, seed_list, grid, runs, devices, keys, hp, data, p0, by_run, replicated, \
+        eval_steps = plan
+    n_chunks, chunk = st.n_chunks, st.chunk
     t0 = time.perf_counter()
-    compiles = COMPILES["count"]
-    prog = _program(st, len(runs_padded), keys, hp, p0, data, by_run, replicated)
+    prog, compiled = _program(st, len(keys), keys, hp, p0, data, by_run, replicated)
     t_run = time.perf_counter()
     carry = prog.init(keys, hp, p0)
     bar = None
@@ -272,7 +308,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         probe=jax.tree.map(np.asarray, data.probe),
         probe_split=probe_splits(task, np.asarray(data.probe.x)),
         probe_grid=int(raw_grid(task.domain, st.probe_points).shape[0]),
-        timing={"compile_s": prog.compile_s, "compiled": COMPILES["count"] > compiles, "wall_s": wall,
+        timing={"compile_s": prog.compile_s, "compiled": compiled, "compile_wait_s": t_run - t0, "wall_s": wall,
                 "run_s": run_s, "runs": len(runs), "devices": len(devices)},
         provenance=provenance())
 
@@ -318,11 +354,52 @@ def probe_splits(task: Task, probe_x: np.ndarray) -> np.ndarray:
     return np.where(masks.any(0), masks.argmax(0), -1)
 
 
-def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) -> Program:
-    """Build and compile (or fetch from cache) the init and chunk programs."""
+def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) -> tuple[Program, bool]:
+    """The compiled init and chunk programs, from the cache, from a thread already compiling
+    them (`prepare`), or compiled here; and whether they were compiled here."""
     cache_key = (st, n_runs)
-    if cache_key in _PROGRAMS:
-        return _PROGRAMS[cache_key]
+    while True:
+        with _LOCK:
+            if cache_key in _PROGRAMS:
+                return _PROGRAMS[cache_key], False
+            busy = _INFLIGHT.get(cache_key)
+            if busy is None:
+                _INFLIGHT[cache_key] = threading.Event()
+                break
+        busy.wait()  # another thread compiles it; if that failed, compile it here (and raise here)
+    try:
+        prog = _compile(st, keys, hp, p0, data, by_run, replicated)
+        with _LOCK:
+            _PROGRAMS[cache_key] = prog
+        return prog, True
+    finally:
+        with _LOCK:
+            _INFLIGHT.pop(cache_key).set()
+
+
+def prepare(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
+            optimizer: Optimizer | str | None = None, **kwargs) -> float:
+    """Compile the program `train` would run for these arguments (the same ones), without
+    running it; a later `train` call finds it ready, or waits for it while another thread
+    compiles it. Suites compile the next cells this way while one trains. Returns the
+    seconds spent here."""
+    t0 = time.perf_counter()
+    plan = _plan(task, method, model, optimizer, **{**_train_defaults(), **kwargs})
+    _program(plan.st, len(plan.keys), plan.keys, plan.hp, plan.p0, plan.data, plan.by_run, plan.replicated)
+    return time.perf_counter() - t0
+
+
+def _train_defaults() -> dict[str, Any]:
+    """`train`'s keyword defaults that `_plan` takes (one definition: train's signature)."""
+    import inspect
+
+    params = inspect.signature(train).parameters
+    return {k: v.default for k, v in params.items()
+            if v.kind is v.KEYWORD_ONLY and k not in ("quiet", "on_progress")}
+
+
+def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> Program:
+    """Trace, lower and compile the init and chunk programs of one static configuration."""
     task, method = st.task, st.method
     in_dim, out_dim = task.in_dim + method.extras.extra_inputs, method.head_dim(task)
     graphdef = nnx.graphdef(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0)))
@@ -426,7 +503,6 @@ def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) ->
     lowered = chunk.lower(carry_shape, hp, jnp.int32(0), data)
     trace_names = tuple(lowered.out_info[1])
     chunk_c = lowered.compile()
-    COMPILES["count"] += 1
-    prog = Program(init_c, chunk_c, graphdef, time.perf_counter() - t0, trace_names)
-    _PROGRAMS[cache_key] = prog
-    return prog
+    with _LOCK:
+        COMPILES["count"] += 1
+    return Program(init_c, chunk_c, graphdef, time.perf_counter() - t0, trace_names)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -93,10 +93,10 @@ def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFra
                 ax.set_yscale("log")  # before plotting: seaborn then aggregates in log space
             step_axis(ax, logx, d["step"].max())
             sub = d[d["split"] == split]
-            if not sub.empty:
-                sns.lineplot(data=sub, x="step", y="value", hue="label", hue_order=order, palette=pal,
-                             errorbar=("ci", 95), seed=0, n_boot=500, ax=ax, legend=False, lw=1.6,
-                             err_kws={"alpha": 0.18, "lw": 0})
+            for lab, band in _bands(sub, logy).groupby("label", sort=False, observed=True):
+                if lab in pal:
+                    ax.fill_between(band["step"], band["lo"], band["hi"], color=pal[lab], alpha=0.18, lw=0)
+                    ax.plot(band["step"], band["mean"], color=pal[lab], lw=1.6)
             title = f"{split} (in-distribution)" if split == "train" else f"{split} (OOD)"
             ax.set_title(title, color="#222222" if split == "train" else colors[split], fontweight="bold")
             ax.set_xlabel("training step" if i // ncols == nrows - 1 or i + ncols >= n else "")
@@ -117,6 +117,30 @@ def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFra
         axes.flat[min(ncols, n) - 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1.0),
                                             borderaxespad=0.0, frameon=False, title="method")
     return fig
+
+
+N_BOOT = 500  # bootstrap resamples of each band
+
+
+def _bands(d: pd.DataFrame, logy: bool) -> pd.DataFrame:
+    """Per (label, step): the mean over seeds (in log10 space when ``logy``: the geometric
+    mean) and its 95% percentile-bootstrap interval, all groups resampled at once (seeded)."""
+    rows = []
+    d = d[np.isfinite(d["value"])]
+    rng = np.random.default_rng(0)
+    for n, g in d.groupby(d.groupby(["label", "step"], observed=True)["value"].transform("size")):
+        keys = g[["label", "step"]].drop_duplicates().reset_index(drop=True)
+        v = g.sort_values(["label", "step"], kind="stable")["value"].to_numpy(np.float64).reshape(len(keys), int(n))
+        v = np.log10(v) if logy else v
+        means = v[:, rng.integers(0, int(n), size=(N_BOOT, int(n)))].mean(-1)  # [groups, N_BOOT]
+        lo, hi = np.percentile(means, [2.5, 97.5], axis=1)
+        mean = v.mean(1)
+        back = (lambda a: 10 ** a) if logy else (lambda a: a)
+        keys = keys.sort_values(["label", "step"], kind="stable").reset_index(drop=True)
+        rows.append(keys.assign(mean=back(mean), lo=back(lo), hi=back(hi)))
+    if not rows:
+        return pd.DataFrame(columns=["label", "step", "mean", "lo", "hi"])
+    return pd.concat(rows, ignore_index=True).sort_values(["label", "step"], kind="stable")
 
 
 def _draw_plateau_rug(ax, plateaus, tables, task, labels, pal, order) -> None:
