@@ -11,6 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from testbed.core.platform import configure_host_devices as _configure_host_devices
+
+_configure_host_devices()  # one CPU device per core, before JAX starts (no JAX import here)
+
 # public name -> the module that defines it
 _WHERE = {
     "attribution": "testbed.analyses.attribution.measure",

@@ -29,17 +29,24 @@ def configure_host_devices() -> int | None:
     """
     if "count" in _CONFIGURED:
         return _CONFIGURED["count"]  # type: ignore[return-value]
-    import jax
-
     count = None
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         want = os.environ.get("TESTBED_HOST_DEVICES", "").strip()
         n = int(want) if want.isdigit() and int(want) > 0 else (os.cpu_count() or 1)
-        try:
-            jax.config.update("jax_num_cpu_devices", n)
+        if "jax" not in sys.modules:
+            # JAX not imported yet: say it through XLA's flag, without paying for the import
+            # (``import testbed`` stays fast, and JAX reads the flag whenever it starts)
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                       f" --xla_force_host_platform_device_count={n}").strip()
             count = n
-        except RuntimeError:  # backends already initialized by the caller
-            count = None
+        else:
+            import jax
+
+            try:
+                jax.config.update("jax_num_cpu_devices", n)
+                count = n
+            except RuntimeError:  # backends already initialized by the caller
+                count = None
     _CONFIGURED["count"] = count
     return count
 
