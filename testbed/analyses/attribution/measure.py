@@ -22,6 +22,8 @@ target on some points never steals them.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,22 +42,36 @@ def candidate_values(task: Task, x: jax.Array, train_size: int = 2048) -> dict[s
 
     Returns name -> [n] (scalar, class) or [n, k] arrays, the target first.
     """
-    raw = task.domain.decode(x)
-    out = {"target": np.asarray(task(x))}
-    for name in task.candidates:
-        out[name] = np.asarray(task.candidate(name, x))
-    if len(task.pieces) > 1:
-        for p in task.piece_specs:
-            v = jnp.broadcast_to(p.f(raw), out["target"].shape)
-            out[f"piece:{p.name}"] = np.asarray(jnp.round(v).astype(jnp.int32) if task.target == "class" else v)
+    vals, train_raw, train_y = _jax_candidates(task, jnp.asarray(x), train_size)
+    names = ["target", *task.candidates, *([f"piece:{p.name}" for p in task.piece_specs] if len(task.pieces) > 1
+                                          else [])]
+    out = {k: np.asarray(v) for k, v in zip(names, vals, strict=True)}  # in this order (the target first)
     if task.target != "class":
-        train_raw = np.asarray(task.sample_raw(jax.random.key(FIT_KEY), train_size, "train"), np.float64)
-        train_y = np.asarray(task.target_of_raw(jnp.asarray(train_raw, jnp.float32)), np.float64)
+        raw = np.asarray(task.domain.decode(jnp.asarray(x)), np.float64)
+        train_raw, train_y = np.asarray(train_raw, np.float64), np.asarray(train_y, np.float64)
         design = np.concatenate([train_raw, np.ones((len(train_raw), 1))], axis=1)
         coef, *_ = np.linalg.lstsq(design, train_y.reshape(len(train_raw), -1), rcond=None)
-        fit = np.concatenate([np.asarray(raw, np.float64), np.ones((raw.shape[0], 1))], axis=1) @ coef
+        fit = np.concatenate([raw, np.ones((raw.shape[0], 1))], axis=1) @ coef
         out["linear_fit"] = fit.reshape(out["target"].shape).astype(np.float32)
     return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _jax_candidates(task: Task, x: jax.Array, train_size: int):
+    """The JAX part of `candidate_values` as one program (not one eager program per op):
+    the candidates' values at ``x`` and the train sample the linear fit is fitted to."""
+    raw = task.domain.decode(x)
+    target = task(x)
+    out = [target, *(task.candidate(name, x) for name in task.candidates)]
+    if len(task.pieces) > 1:
+        for p in task.piece_specs:
+            v = jnp.broadcast_to(p.f(raw), target.shape)
+            out.append(jnp.round(v).astype(jnp.int32) if task.target == "class" else v)
+    out = tuple(out)  # a tuple keeps the order (a dict's keys would come back sorted)
+    if task.target == "class":
+        return out, None, None
+    train_raw = task.sample_raw(jax.random.key(FIT_KEY), train_size, "train")
+    return out, train_raw, task.target_of_raw(train_raw.astype(jnp.float32))
 
 
 def distances(task: Task, pred: np.ndarray, cand: np.ndarray) -> np.ndarray:
