@@ -365,9 +365,9 @@ def test_findings_name_the_best_label_and_whether_its_interval_separates():
     rows += ood_rows("apart", "ce", {"ood": [2.0, 2.1, 1.9, 2.0]}, train=[0.1] * 4)
     rows += ood_rows("close", "mse", {"ood": [1.0, 3.0, 1.0, 3.0]}, train=[0.1] * 4)
     rows += ood_rows("close", "ce", {"ood": [2.4, 1.5, 2.4, 1.5]}, train=[0.1] * 4)
-    found = list(comparison({"history": build(rows)})["findings"]["finding"])
-    apart = next(s for s in found if s.startswith("**apart**"))
-    close = next(s for s in found if s.startswith("**close**"))
+    md = render_markdown(comparison({"history": build(rows)}), full=False)
+    apart = next(s for s in md.splitlines() if s.startswith("- **apart**"))
+    close = next(s for s in md.splitlines() if s.startswith("- **close**"))
     assert "lowest OOD mse: mse 1.00" in apart and "separates from the next, ce 2.00" in apart
     assert "lowest OOD mse: ce 1.95" in close and "does not separate from the next, mse 2.00" in close
     md = render_markdown(comparison({"history": build(rows)}), full=False)

@@ -77,8 +77,9 @@ class Analysis(NamedTuple):
             headline table (the first table of the first analysis).
         printed: names of its comparison tables that `testbed compare --all` prints.
         findings: (View, the comparison tables) -> short sentences for the summary a person
-            reads first (terminal and report), e.g. which method is best and whether its
-            interval separates from the next.
+            reads first (terminal and report), each a string (about the suite) or a
+            ``(task, text)`` pair (gathered with the task's other findings), e.g. which
+            method is best on a task and whether its interval separates from the next.
         figures: (suite tables) -> list of `Figure`.
     """
 

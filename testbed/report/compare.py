@@ -49,7 +49,8 @@ def comparison(tables: dict[str, pd.DataFrame], *, metric: str | None = None,
             if extra is not None and len(extra):
                 out[head] = _add_columns(out[head], extra)
     lines = [s for a in analyses if a.findings is not None and measured(a, tables) for s in a.findings(v, out)]
-    found = pd.DataFrame({"finding": lines})
+    found = pd.DataFrame({"task": [s[0] if isinstance(s, tuple) else "" for s in lines],
+                          "finding": [s[1] if isinstance(s, tuple) else s for s in lines]})
     found.attrs.update(title="Findings", note="What the tables say, in short; the tables and figures hold the rest.")
     return {FINDINGS: found, **out}
 
@@ -81,7 +82,12 @@ def printed_tables() -> list[str]:
 def render_findings(tables: dict[str, pd.DataFrame]) -> str:
     """The findings as a markdown list under a heading (what a person reads first)."""
     found = tables.get(FINDINGS)
-    lines = [] if found is None else list(found["finding"])
+    lines = []
+    if found is not None and len(found):
+        for task, g in found.groupby("task", sort=False):  # a task's findings on one line; the suite's after
+            if task:
+                lines.append(f"**{task}**: " + "; ".join(g["finding"]) + ".")
+        lines += [s if s.endswith(".") else s + "." for s in found.loc[found["task"] == "", "finding"]]
     return "## Findings\n\n" + ("\n".join(f"- {s}" for s in lines) if lines else "- (nothing measured)") + "\n"
 
 

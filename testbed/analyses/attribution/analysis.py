@@ -62,7 +62,7 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
     return {"attribution": wide, "attribution_long": long}
 
 
-def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list[str]:
+def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list:
     """Per task: which candidate each label's final predictions follow most on the OOD splits."""
     long = compared.get("attribution_long")
     if long is None or long.empty:
@@ -74,7 +74,7 @@ def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list[str]:
         order = {lab: i for i, lab in enumerate(v.order)}
         top = top.sort_values("label", key=lambda s: s.map(order), kind="stable")
         parts = [f"{r.label} -> {r.candidate} ({r.mean:.0%})" for r in top.itertuples(index=False)]
-        out.append(f"**{task}** out of distribution follows: " + "; ".join(parts) + ".")
+        out.append((task, "out of distribution follows " + "; ".join(parts)))
     return out
 
 

@@ -92,7 +92,7 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list[str]:
+def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list:
     """Per task: the label with the lowest OOD error, and whether its CI separates from the
     runner-up's; then any diverged runs."""
     out = []
@@ -102,12 +102,12 @@ def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list[str]:
         if g.empty:
             continue
         best, metric = g.iloc[0], g.iloc[0]["metric"]
-        text = f"**{task}**: lowest OOD {metric}: {best['label']} {kit.fmt_ci(best['mean'], best['ci_low'], best['ci_high'], 3)}"
+        text = f"lowest OOD {metric}: {best['label']} {kit.fmt_ci(best['mean'], best['ci_low'], best['ci_high'], 3)}"
         if len(g) > 1:
             nxt = g.iloc[1]
             sep = "separates from" if best["ci_high"] < nxt["ci_low"] else "does not separate from"
             text += f"; its interval {sep} the next, {nxt['label']} {kit.fmt_ci(nxt['mean'], nxt['ci_low'], nxt['ci_high'], 3)}"
-        out.append(text + ".")
+        out.append((task, text))
     div = compared.get("divergence")
     if div is not None and len(div) and div["diverged"].sum() > 0:
         bad = div[div["diverged"] > 0]
