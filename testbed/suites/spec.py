@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testbed.core.columns import SWEPT
 from testbed.core.errors import TestbedError
 from testbed.suites.store import cell_key
 
 TRAIN_FIELDS = {"steps": int, "batch_size": int, "evals": int, "eval_spacing": str, "eval_size": int,
                 "probe_points": int}
-GRID_FIELDS = {"tasks", "methods", "models", "optimizers", "lr", "weight_decay", "init_scale"}
+GRID_FIELDS = {"tasks", "methods", "models", "optimizers", *SWEPT}
 TOP_FIELDS = {"name", "description", "seeds", "train", "grid", "overrides", "analyses", "plugins"}
 OVERRIDE_FIELDS = {"params", "seeds"} | set(TRAIN_FIELDS) | (GRID_FIELDS - {"tasks"})
 
@@ -208,7 +209,7 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
         optimizers = _components(o.get("optimizers", grid.get("optimizers", [{"name": "adam"}])),
                                  f"{where}.optimizers", list(OPTIMIZERS), err)
         sweeps = []
-        for hp in ("lr", "weight_decay", "init_scale"):
+        for hp in SWEPT:
             v = o.get(hp, grid.get(hp))
             if v is None:
                 continue

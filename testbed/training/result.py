@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
+from testbed.core.columns import COMPONENTS, RUN, SWEPT
 from testbed.core.stats import summarize
 from testbed.tasks.task import Task
 
-HISTORY_COLUMNS = ["task", "method", "model", "optimizer", "lr", "weight_decay", "init_scale",
+HISTORY_COLUMNS = [*COMPONENTS, *SWEPT,
                    "run", "seed", "step", "split", "piece", "metric", "value"]
 
 
@@ -86,7 +87,7 @@ class RunResult:
         f = f[f["piece"] == "all"]
         if metrics is not None:
             f = f[f["metric"].isin(metrics)]
-        return summarize(f, ["lr", "weight_decay", "init_scale", "split", "metric"])
+        return summarize(f, [*SWEPT, "split", "metric"])
 
 
 def _index(tree, i: int):
@@ -127,9 +128,7 @@ def build_history(*, task: Task, config: dict, runs: list[tuple[int, int]], grid
         "method": pd.Categorical([config["method"]] * len(r)),
         "model": pd.Categorical([config["model"]] * len(r)),
         "optimizer": pd.Categorical([opt] * len(r)),
-        "lr": grid_arr[h_of_run[r], 0],
-        "weight_decay": grid_arr[h_of_run[r], 1],
-        "init_scale": grid_arr[h_of_run[r], 2],
+        **{c: grid_arr[h_of_run[r], i] for i, c in enumerate(SWEPT)},
         "run": r,
         "seed": seed_of_run[r],
         "step": eval_steps[e],
@@ -143,8 +142,7 @@ def build_history(*, task: Task, config: dict, runs: list[tuple[int, int]], grid
         rr, mm = (a.ravel() for a in np.meshgrid(np.arange(n_runs), np.arange(len(names)), indexing="ij"))
         extra = pd.DataFrame({
             **{c: history[c].iloc[0] if len(history) else np.nan for c in ("task", "method", "model", "optimizer")},
-            "lr": grid_arr[h_of_run[rr], 0], "weight_decay": grid_arr[h_of_run[rr], 1],
-            "init_scale": grid_arr[h_of_run[rr], 2], "run": rr, "seed": seed_of_run[rr],
+            **{c: grid_arr[h_of_run[rr], i] for i, c in enumerate(SWEPT)}, "run": rr, "seed": seed_of_run[rr],
             "step": eval_steps[-1], "split": "train", "piece": "all",
             "metric": np.asarray(names, dtype=object)[mm],
             "value": np.stack([np.asarray(run_metrics[k], np.float64) for k in names], 1)[rr, mm],
@@ -156,7 +154,7 @@ def build_history(*, task: Task, config: dict, runs: list[tuple[int, int]], grid
     halted = np.full(n_runs, -1) if halted_at is None else np.where(halted_at >= 0, halted_at, -1)
     runs_df = pd.DataFrame({
         "run": np.arange(n_runs), "seed": seed_of_run,
-        "lr": grid_arr[h_of_run, 0], "weight_decay": grid_arr[h_of_run, 1], "init_scale": grid_arr[h_of_run, 2],
+        **{c: grid_arr[h_of_run, i] for i, c in enumerate(SWEPT)},
         "diverged_step": np.where(diverged_at >= 0, diverged_at, -1), "halted_step": halted,
     })
     profile_df = None
@@ -178,7 +176,7 @@ def _profile_table(task: Task, spec, values: np.ndarray, arr: np.ndarray, eval_s
     r, e, g, k, q = (a.ravel() for a in np.meshgrid(np.arange(n_runs), np.arange(n_eval), np.arange(len(g_all)),
                                                      np.arange(n_k), np.arange(n_q), indexing="ij"))
     return pd.DataFrame({
-        **{c: runs_df[c].to_numpy()[r] for c in ("lr", "weight_decay", "init_scale", "run", "seed")},
+        **{c: runs_df[c].to_numpy()[r] for c in RUN},
         "step": eval_steps[e], "split": pd.Categorical.from_codes(g, list(task.splits)),
         spec.axis: values[k], "metric": pd.Categorical.from_codes(q, list(spec.names)),
         "value": arr[r, e, g_all[g], k, q].astype(np.float64),
