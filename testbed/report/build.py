@@ -160,11 +160,10 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
             caption = f"{f.task}: {f.caption}" if f.task and not f.caption.startswith(f.task) else f.caption
             saved.append((caption, save(f.figure, fig_dir / f.file_stem, ("png", "svg") if svg else ("png",))[0]))
     clock.lap("figures_s")
-    sections = [("Findings", render_findings(compared).split("\n", 2)[2])]
-    sections += [(df.attrs.get("title", name), df) for name, df in compared.items()
-                 if name != FINDINGS and not name.endswith("_long") and not df.empty]
+    sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
+                if name != FINDINGS and not name.endswith("_long") and not df.empty]
     path = write_report(root, tables, title=f"Suite {manifest.get('suite', root.name)}", manifest=manifest,
-                        table_sections=sections, figures=saved)
+                        table_sections=sections, figures=saved, summary=render_findings(compared).split("\n", 2)[2])
     clock.lap("html_s")
     write_timing(root, "report", clock.laps)
     remember(root, "tables", fingerprint(root, suite, part="tables"), markdown)

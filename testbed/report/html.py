@@ -258,7 +258,7 @@ def _suite_size(tables: Mapping[str, pd.DataFrame]) -> str:
 def write_report(root: Path | str, tables: Mapping[str, pd.DataFrame], *, title: str,
                  manifest: Mapping | None = None,
                  table_sections: Sequence[tuple[str, str | pd.DataFrame]] = (),
-                 figures: Sequence[tuple[str, Figure | Path]] = ()) -> Path:
+                 figures: Sequence[tuple[str, Figure | Path]] = (), summary: str | None = None) -> Path:
     """Write one self-contained ``root/report.html`` and return its path.
 
     Args:
@@ -272,6 +272,7 @@ def write_report(root: Path | str, tables: Mapping[str, pd.DataFrame], *, title:
             ``DataFrame.to_html``, numbers to 4 significant digits, numeric columns
             right-aligned), an HTML string (starting with '<', inserted as is) or
             markdown-ish text (pipe tables, '- ' lists, '#' headings, paragraphs).
+        summary: markdown-ish text shown first, under "Findings" (what a person reads first).
         figures: (text, figure) in order; the figure a matplotlib Figure (rendered to PNG
             at dpi 120 and closed) or a .png/.svg file. The text's first line is the
             figure's heading, the rest its caption (a single long line: the first
@@ -284,6 +285,10 @@ def write_report(root: Path | str, tables: Mapping[str, pd.DataFrame], *, title:
     used: set[str] = set()
     toc: list[str] = []
     body: list[str] = []
+    if summary:
+        used.add("findings")
+        body.append(f'<section id="findings"><h2>Findings</h2>\n{_content_html(summary)}\n</section>')
+        toc.append('<li><a href="#findings">Findings</a></li>')
     if table_sections:
         body.append('<h2 id="tables">Tables</h2>')
         used.add("tables")

@@ -57,3 +57,11 @@ def test_suite_figures(tables):
     assert heads[3:5] == ["line1d: mse over training", "line1d: predictions over training"]
     assert all(isinstance(f.figure, Figure) for f in figs)
     assert all("Look for" in f.caption for f in figs)
+
+
+def test_the_report_opens_with_the_findings(tmp_path):
+    path = rhtml.write_report(tmp_path, {}, title="t", summary="- **task**: lowest OOD mse: a.\n- No run diverged.",
+                              table_sections=[("T", "text")])
+    page = path.read_text()
+    assert page.index('id="findings"') < page.index('id="tables"')
+    assert "<li><b>task</b>: lowest OOD mse: a.</li>" in page
