@@ -1,8 +1,12 @@
 """Shared fixtures. Strict rank promotion catches silent broadcasting (as in equinox)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Compiled programs of the tests go to a folder of their own (not the user's cache),
+# kept between runs on this machine; JAX's cache key holds the XLA flags below.
+os.environ.setdefault("TESTBED_COMPILE_CACHE", os.path.join(tempfile.gettempdir(), "testbed-tests-jax-cache"))
 # Tests check numbers, not speed: skip LLVM's expensive optimizations, which
 # cuts XLA:CPU compile time about 3x (compiles dominate this suite's time).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):

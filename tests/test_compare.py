@@ -372,3 +372,12 @@ def test_findings_name_the_best_label_and_whether_its_interval_separates():
     assert "lowest OOD mse: ce 1.95" in close and "does not separate from the next, mse 2.00" in close
     md = render_markdown(comparison({"history": build(rows)}), full=False)
     assert md.startswith("## Findings") and "## OOD" not in md
+
+
+def test_findings_say_when_a_value_rests_on_fewer_runs():
+    rows = ood_rows("t", "a", {"ood": [0.1, np.nan, np.nan, np.nan]}, train=[0.1] * 4)
+    rows += ood_rows("t", "b", {"ood": [0.3, 0.31, 0.29, 0.3]}, train=[0.1] * 4)
+    md = render_markdown(comparison({"history": build(rows)}), full=False)
+    line = next(s for s in md.splitlines() if s.startswith("- **t**"))
+    assert "a 0.100 [0.100, 0.100] (1 of 4 runs)" in line and "no interval to compare" in line
+    assert "separates" not in line

@@ -62,23 +62,28 @@ SUMMARY_FILE = "summary.md"  # in tables/: the markdown `testbed compare` prints
 
 
 def fingerprint(root: str | Path, suite: Suite | None = None, **options) -> str:
-    """A hash of what a suite's tables and report are made of: its finished cells and their
-    labels, the plug-ins, the package version and commit, and the options. Reading it
-    opens only the small JSON files of each cell, so a finished suite answers at once."""
+    """A hash of what a suite's tables and report are made of: each finished cell (its key,
+    labels and when it was written: a cell redone under the same key counts as new), the
+    registered analyses and the plug-in files loaded (with their modification times), the
+    package versions and commit, and the options. It reads only small files, so a finished
+    suite answers at once."""
     import hashlib
     import json
 
+    from testbed.analyses.base import list_analyses
     from testbed.core.platform import git_commit, versions
+    from testbed.core.plugins import is_path, loaded
+    from testbed.suites.store import DONE_FILE
 
     store = SuiteStore(root)
     keys = store.done_keys()
     current = {c.key: c.labels for c in suite.cells} if suite is not None else None
     if current is not None:
         keys = [k for k in keys if k in current]
-    labels = {k: current[k] if current is not None else store.load_json(k, "config").get("labels", {})
-              for k in sorted(keys)}
-    manifest = store.read_manifest() or {}
-    what = {"cells": labels, "plugins": manifest.get("plugins", []), "testbed": versions().get("testbed"),
+    cells = {k: [current[k] if current is not None else store.load_json(k, "config").get("labels", {}),
+                 (store.cell_dir(k) / DONE_FILE).stat().st_mtime_ns] for k in sorted(keys)}
+    plugins = [[p, Path(p).stat().st_mtime_ns if is_path(p) and Path(p).is_file() else None] for p in loaded()]
+    what = {"cells": cells, "analyses": list_analyses(), "plugins": plugins, "versions": versions(),
             "commit": git_commit(), "options": options}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -89,38 +94,39 @@ def cached(root: str | Path, part: str, print_: str) -> str | None:
     import json
 
     root = Path(root)
-    state, summary = root / STATE_FILE, root / "tables" / SUMMARY_FILE
     try:
-        saved = json.loads(state.read_text())
+        saved = json.loads((root / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if saved.get(part) != print_ or not summary.is_file():
+    if saved.get(part) != print_ or not isinstance(saved.get(f"{part}_markdown"), str):
         return None
     if part == "report" and not (root / "report.html").is_file():
         return None
-    return summary.read_text()
+    return saved[f"{part}_markdown"]
 
 
-def remember(root: Path, part: str, print_: str, markdown: str | None = None) -> None:
-    """Record that ``part`` was made from this fingerprint (and the markdown it printed)."""
+def remember(root: Path, part: str, print_: str, markdown: str) -> None:
+    """Record that ``part`` was made from this fingerprint, with the markdown it printed
+    (each part keeps its own: the tables and the report may be made from different labels)."""
     import json
 
     from testbed.core.files import atomic_write_json, atomic_write_text
 
-    if markdown is not None:
+    if part == "tables":
         atomic_write_text(root / "tables" / SUMMARY_FILE, markdown)
     state = root / STATE_FILE
     try:
         old = json.loads(state.read_text()) if state.is_file() else {}
     except ValueError:
         old = {}
-    atomic_write_json(state, {**old, part: print_})
+    atomic_write_json(state, {**old, part: print_, f"{part}_markdown": markdown})
 
 
 def compare_tables(root: str | Path, suite: Suite | None = None, *, reuse: bool = True) -> tuple[str, bool]:
     """Write ``tables/`` (CSV, LaTeX, summary.md) for a suite folder unless they are up to
     date. Returns (the markdown comparison for the terminal, whether it was reused)."""
     root = Path(root)
+    load_manifest_plugins(root)  # before the fingerprint: their analyses are part of it
     fp = fingerprint(root, suite, part="tables")
     if reuse and (md := cached(root, "tables", fp)) is not None:
         return md, True
@@ -140,6 +146,7 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     Returns (the markdown comparison for the terminal, the report's path).
     """
     root = Path(root)
+    load_manifest_plugins(root)  # before the fingerprint: their analyses are part of it
     fp = fingerprint(root, suite, part="report", figures=figures, svg=svg)
     if reuse and (md := cached(root, "report", fp)) is not None:
         return md, root / "report.html"
@@ -167,7 +174,7 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     clock.lap("html_s")
     write_timing(root, "report", clock.laps)
     remember(root, "tables", fingerprint(root, suite, part="tables"), markdown)
-    remember(root, "report", fp)
+    remember(root, "report", fp, markdown)
     return markdown, path
 
 

@@ -68,13 +68,19 @@ class Prefetch:
         self.pool = ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1),
                                        thread_name_prefix="testbed-compile")
         self.jobs = []
-        seen = set()
-        for cell in cells:
-            key = (cell.task, cell.params, cell.method, cell.model, cell.optimizer.name, cell.train, len(cell.seeds))
-            if key in seen:  # the same program: compiled once
+        seen = {self.program_of(cells[0])} if cells else set()  # the first compiles in its own train call
+        for cell in cells[1:]:
+            if self.program_of(cell) in seen:  # the same program: compiled once
                 continue
-            seen.add(key)
+            seen.add(self.program_of(cell))
             self.jobs.append(self.pool.submit(self._prepare, prepare, cell))
+
+    @staticmethod
+    def program_of(cell: Cell) -> tuple:
+        """What decides a cell's program: everything but its swept values and labels."""
+        return (cell.task, cell.params, cell.method.name, cell.method.kwargs, cell.model.name, cell.model.kwargs,
+                cell.optimizer.name, tuple(kv for kv in cell.optimizer.kwargs if kv[0] not in ("lr", "weight_decay")),
+                cell.train, len(cell.seeds), tuple((k, len(v)) for k, v in cell.sweeps))
 
     @staticmethod
     def _prepare(prepare, cell: Cell) -> float | None:
@@ -206,7 +212,8 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
         if bar is not None:
             bar.close()
     ta = time.perf_counter()
-    same_cells = set(prev.get("cells", {})) == {c.key for c in suite.cells}
+    # up to date only when the last run finished (it aggregated) over the same cells
+    same_cells = bool(prev.get("finished")) and set(prev.get("cells", {})) == {c.key for c in suite.cells}
     if run.ran or not same_cells or not (store.root / RESULTS_FILE).is_file():  # else it is up to date
         store.aggregate([c.key for c in suite.cells], skip_missing=True)
     run.timing = {"cells": cells_timing, "ran": len(run.ran), "skipped": len(run.skipped),

@@ -129,8 +129,8 @@ def make_task(name: str, **overrides) -> Task:
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}  # hashable
     if name in _FACTORIES:
         key = (name, None, tuple(sorted(overrides.items())))
-        if key not in _CACHE:
-            _CACHE[key] = call_factory("task", name, _FACTORIES[name], overrides, Task)
+        if key not in _CACHE:  # setdefault: two threads building at once end up with one Task
+            _CACHE.setdefault(key, call_factory("task", name, _FACTORIES[name], overrides, Task))
         return _CACHE[key]
     files = spec_files()
     if name not in files:
@@ -138,7 +138,7 @@ def make_task(name: str, **overrides) -> Task:
     path = files[name]
     key = (name, str(path), path.stat().st_mtime_ns, tuple(sorted(overrides.items())))
     if key not in _CACHE:
-        _CACHE[key] = load_task(path, **overrides)
+        _CACHE.setdefault(key, load_task(path, **overrides))
     return _CACHE[key]
 
 

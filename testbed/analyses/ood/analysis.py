@@ -101,12 +101,20 @@ def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list:
         g = long[(long["task"] == task) & long["mean"].notna()].sort_values("mean", kind="stable")
         if g.empty:
             continue
-        best, metric = g.iloc[0], g.iloc[0]["metric"]
-        text = f"lowest OOD {metric}: {best['label']} {kit.fmt_ci(best['mean'], best['ci_low'], best['ci_high'], 3)}"
+        best, metric, runs = g.iloc[0], g.iloc[0]["metric"], int(g["n"].max())
+
+        def shown(r) -> str:  # the label's value, and how many of its runs it rests on when not all
+            part = f" ({int(r['n'])} of {runs} runs)" if int(r["n"]) < runs else ""
+            return f"{r['label']} {kit.fmt_ci(r['mean'], r['ci_low'], r['ci_high'], 3)}{part}"
+
+        text = f"lowest OOD {metric}: {shown(best)}"
         if len(g) > 1:
             nxt = g.iloc[1]
-            sep = "separates from" if best["ci_high"] < nxt["ci_low"] else "does not separate from"
-            text += f"; its interval {sep} the next, {nxt['label']} {kit.fmt_ci(nxt['mean'], nxt['ci_low'], nxt['ci_high'], 3)}"
+            if min(int(best["n"]), int(nxt["n"])) < 2:
+                text += f"; next {shown(nxt)} (one run: no interval to compare)"
+            else:
+                sep = "separates from" if best["ci_high"] < nxt["ci_low"] else "does not separate from"
+                text += f"; its interval {sep} the next, {shown(nxt)}"
         out.append((task, text))
     div = compared.get("divergence")
     if div is not None and len(div) and div["diverged"].sum() > 0:
