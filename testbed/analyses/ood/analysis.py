@@ -103,7 +103,7 @@ def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list:
             continue
         best, metric, runs = g.iloc[0], g.iloc[0]["metric"], int(g["n"].max())
 
-        def shown(r) -> str:  # the label's value, and how many of its runs it rests on when not all
+        def shown(r, runs=runs) -> str:  # the value, and how many of the runs it rests on when not all
             part = f" ({int(r['n'])} of {runs} runs)" if int(r["n"]) < runs else ""
             return f"{r['label']} {kit.fmt_ci(r['mean'], r['ci_low'], r['ci_high'], 3)}{part}"
 
