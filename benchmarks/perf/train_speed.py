@@ -71,8 +71,8 @@ def bench_testbed(seeds: int, steps: int) -> dict[str, float]:
             "model_steps_per_s": seeds * steps / run_s, "devices": again.timing["devices"]}
 
 
-def bench_torch(steps: int, threads: int | None = None) -> dict[str, float] | None:
-    """Model-steps per second of a plain PyTorch loop training one model at a time."""
+def _torch(threads: int | None):
+    """PyTorch, seeded, at ``threads`` threads (None: its default), or None when not installed."""
     try:
         import torch
     except ImportError:
@@ -80,41 +80,50 @@ def bench_torch(steps: int, threads: int | None = None) -> dict[str, float] | No
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
+    return torch
 
-    def target(x):
-        return torch.where(x < 0, torch.sin(2 * math.pi * x), x)
 
+def _target(torch, x):
+    return torch.where(x < 0, torch.sin(2 * math.pi * x), x)  # sine_line
+
+
+def _rate(torch, step, steps: int, warmup: int, models: int) -> dict[str, float]:
+    """Model-steps per second of ``step`` (training ``models`` models) after a warm-up."""
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - t0
+    return {"model_steps_per_s": models * steps / dt, "threads": torch.get_num_threads(), "version": torch.__version__}
+
+
+def bench_torch(steps: int, threads: int | None = None) -> dict[str, float] | None:
+    """Model-steps per second of a plain PyTorch loop training one model at a time."""
+    torch = _torch(threads)
+    if torch is None:
+        return None
     model = torch.nn.Sequential(torch.nn.Linear(1, WIDTH), torch.nn.ReLU(), torch.nn.Linear(WIDTH, WIDTH),
                                 torch.nn.ReLU(), torch.nn.Linear(WIDTH, 1))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():
         x = torch.rand(BATCH, 1) * 2 - 1  # fresh data each step, as testbed does
-        loss = ((model(x) - target(x)) ** 2).mean()
+        loss = ((model(x) - _target(torch, x)) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    for _ in range(50):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = time.perf_counter() - t0
-    return {"model_steps_per_s": steps / dt, "threads": torch.get_num_threads(), "version": torch.__version__}
+    return _rate(torch, step, steps, warmup=50, models=1)
 
 
 def bench_torch_ensemble(models: int, steps: int, threads: int | None = None) -> dict[str, float] | None:
     """Model-steps per second of a hand-batched PyTorch ensemble: ``models`` MLPs as stacked
     weight tensors, trained together with batched products (``torch.baddbmm``), each on its
     own fresh batch: the strongest plain-PyTorch answer to a seed sweep."""
-    try:
-        import torch
-    except ImportError:
+    torch = _torch(threads)
+    if torch is None:
         return None
-    torch.manual_seed(0)
-    if threads:
-        torch.set_num_threads(threads)
 
     def param(*shape, fan_in):
         return torch.nn.Parameter(torch.randn(*shape) / math.sqrt(fan_in))
@@ -124,26 +133,17 @@ def bench_torch_ensemble(models: int, steps: int, threads: int | None = None) ->
     w3, b3 = param(models, WIDTH, 1, fan_in=WIDTH), torch.nn.Parameter(torch.zeros(models, 1, 1))
     opt = torch.optim.Adam([w1, b1, w2, b2, w3, b3], lr=1e-3)
 
-    def target(x):
-        return torch.where(x < 0, torch.sin(2 * math.pi * x), x)
-
     def step():
         x = torch.rand(models, BATCH, 1) * 2 - 1  # a fresh batch per model and step
         h = torch.relu(torch.baddbmm(b1, x, w1))
         h = torch.relu(torch.baddbmm(b2, h, w2))
         out = torch.baddbmm(b3, h, w3)
-        loss = ((out - target(x)) ** 2).mean(dim=(1, 2)).sum()  # each model's own mean loss
+        loss = ((out - _target(torch, x)) ** 2).mean(dim=(1, 2)).sum()  # each model's own mean loss
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    for _ in range(20):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = time.perf_counter() - t0
-    return {"model_steps_per_s": models * steps / dt, "threads": torch.get_num_threads(), "version": torch.__version__}
+    return _rate(torch, step, steps, warmup=20, models=models)
 
 
 def bench_torch_clean(steps: int, ensemble: int = 0) -> dict[str, float] | None:
