@@ -22,9 +22,9 @@ one extra unit each when the division is not exact (`BlockSpec.bounds`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -333,28 +333,41 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
                 value = value + l1 * sum(jnp.mean(jnp.abs(h)) for h in acts) / len(acts)
             return value
 
+    forward.routing = Routing(inner, layer_set, spec_for)  # what analyses read back (`routing_of`)
     return Method("routing", head_dim=inner.head_dim, loss=inner.loss, predict=inner.predict, hparams=hparams,
                   forward=forward, tx=inner.tx, extras=inner.extras._replace(objective=objective))
+
+
+class Routing(NamedTuple):
+    """What a routing method routes: its base method, the routed layers, and the block
+    layout it trains on each task (``spec(task) -> BlockSpec``)."""
+
+    base: Method
+    layers: tuple[int, ...]
+    spec: Callable[[Task], BlockSpec]
+
+
+def routing_of(method: Method) -> Routing | None:
+    """The routing a method trains with (carried by its forward pass), or None when it does not route."""
+    return getattr(method.forward, "routing", None)
 
 
 def layout_of(method: Method) -> Method:
     """The routing method whose blocks measure a model trained by ``method``: the method
     itself when it routes, else a default ``routing`` method (one block per piece at
     layer 0), so a plainly trained model is measured on blocks of the same sizes."""
-    return method if method.name == "routing" else make_method("routing")
+    return method if routing_of(method) is not None else make_method("routing")
 
 
 def base_of(method: Method) -> Method:
     """The method a model is judged by: a routing method's base, any other method itself."""
-    if method.name != "routing":
-        return method
-    hp = dict(method.hparams)
-    return make_method(hp["base"], **{k: v for k, v in hp.items() if k not in _OWN})
+    r = routing_of(method)
+    return method if r is None else r.base
 
 
 def routing_parts(method: Method, task: Task) -> tuple[Method, tuple[int, ...], BlockSpec]:
-    """(base method, routed layers, block spec) of a ``routing`` method on a task."""
-    if method.name != "routing":
-        raise ConfigError(f"expected a 'routing' method, got {method.name!r}")
-    hp = dict(method.hparams)
-    return base_of(method), tuple(hp["layers"]), _spec_of(task, hp)
+    """(base method, routed layers, block spec) of a routing method on a task."""
+    r = routing_of(method)
+    if r is None:
+        raise ConfigError(f"expected a routing method, got {method.name!r}")
+    return r.base, r.layers, r.spec(task)

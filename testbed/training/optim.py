@@ -14,8 +14,23 @@ import optax
 
 from testbed.core.errors import ConfigError, UnknownNameError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "warmup")
+# name -> (schedule, weight decay, config) -> the optax core; weight decay is decoupled for
+# adamw and added to the gradient (L2) for adam and sgd
+_CORES = {
+    "adam": lambda sched, wd, cfg: optax.chain(optax.add_decayed_weights(wd), optax.adam(sched)),
+    "adamw": lambda sched, wd, cfg: optax.adamw(sched, weight_decay=wd),
+    "sgd": lambda sched, wd, cfg: optax.chain(optax.add_decayed_weights(wd),
+                                              optax.sgd(sched, momentum=cfg.momentum or None)),
+}
+# name -> (config, run length) -> the learning-rate multiplier as a function of the update count
+_SCHEDULES = {
+    "constant": lambda cfg, steps: lambda count: 1.0,
+    "cosine": lambda cfg, steps: optax.cosine_decay_schedule(1.0, steps),
+    "warmup_cosine": lambda cfg, steps: optax.warmup_cosine_decay_schedule(0.0, 1.0, cfg.warmup_steps, steps),
+    "warmup": lambda cfg, steps: optax.linear_schedule(0.0, 1.0, cfg.warmup_steps),
+}
+OPTIMIZERS = tuple(_CORES)
+SCHEDULES = tuple(_SCHEDULES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,27 +77,11 @@ class Optimizer:
             total_steps: run length, for decaying schedules.
             extra: a method's gradient transformation, applied first.
         """
-        sched = self._schedule(lr, total_steps)
-        if self.name == "adamw":
-            core = optax.adamw(sched, weight_decay=weight_decay)
-        elif self.name == "adam":
-            core = optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(sched))
-        else:
-            core = optax.chain(optax.add_decayed_weights(weight_decay),
-                               optax.sgd(sched, momentum=self.momentum or None))
+        self.check(total_steps)
+        shape = _SCHEDULES[self.schedule](self, max(total_steps, 1))
+        core = _CORES[self.name](lambda count: lr * shape(count), weight_decay, self)
         parts = [t for t in (extra, optax.clip_by_global_norm(self.clip) if self.clip else None) if t]
         return optax.chain(*parts, core)
-
-    def _schedule(self, lr, total_steps: int):
-        steps = max(total_steps, 1)
-        if self.schedule == "constant":
-            return lambda count: lr * 1.0
-        if self.schedule == "cosine":
-            return lambda count: lr * optax.cosine_decay_schedule(1.0, steps)(count)
-        if self.schedule == "warmup":
-            return lambda count: lr * optax.linear_schedule(0.0, 1.0, self.warmup_steps)(count)
-        self.check(total_steps)
-        return lambda count: lr * optax.warmup_cosine_decay_schedule(0.0, 1.0, self.warmup_steps, steps)(count)
 
     def check(self, steps: int) -> None:
         """Raise ConfigError when this optimizer cannot run for ``steps`` updates (a warmup

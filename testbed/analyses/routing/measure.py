@@ -28,7 +28,7 @@ from flax import nnx
 
 from testbed.core.errors import ConfigError
 from testbed.methods.base import Ctx, Method, make_method
-from testbed.methods.routing import BlockSpec, base_of, block_spec, routing_parts
+from testbed.methods.routing import BlockSpec, base_of, block_spec, routing_of, routing_parts
 from testbed.tasks.metrics import metric_names, task_metrics
 from testbed.tasks.task import Task
 from testbed.training.engine import EVAL_KEY
@@ -55,7 +55,7 @@ def resolve_blocks(task: Task, blocks: Any, method: Method | str | None = None) 
         return blocks
     if isinstance(blocks, Method) or blocks is None:
         m = blocks if blocks is not None else (make_method(method) if method is not None else None)
-        if m is None or m.name != "routing":
+        if m is None or routing_of(m) is None:
             raise ConfigError(f"blocks: needed for a model not trained with 'routing' (method "
                               f"{getattr(m, 'name', m)!r}); accepted: a routing Method, a BlockSpec, or a "
                               f"block list such as {list(task.pieces)}")
