@@ -37,7 +37,8 @@ class Figure(NamedTuple):
     """A figure an analysis contributes to the report.
 
     name: what it shows (``loss_curves``); its file is ``figures/[<task>-]<name>.png``.
-    caption: first line the title, the rest the text under it.
+    caption: first line the title (a task's figure names its task: ``"<task>: ..."``), the
+        rest the text under it.
     figure: the matplotlib Figure.
     task: the task it shows, or None for a figure over every task; the report puts a
         task's figures next to each other, after the figures over every task.

@@ -24,7 +24,8 @@ from testbed.suites.tables import load_tables
 
 def load_manifest_plugins(root: str | Path) -> list[str]:
     """Import the plug-ins a suite ran with (recorded in its manifest), so their analyses
-    take part in reading it back. A plug-in file that is gone is an error naming it."""
+    take part in reading it back. One that cannot be imported (moved, say) is named in a
+    warning and left out."""
     import sys
 
     manifest = SuiteStore(root).read_manifest() or {}
@@ -130,11 +131,17 @@ def compare_tables(root: str | Path, suite: Suite | None = None, *, reuse: bool 
     fp = fingerprint(root, suite, part="tables")
     if reuse and (md := cached(root, "tables", fp)) is not None:
         return md, True
-    compared = comparison(analysed_tables(root, suite))
+    _, markdown = _write_tables(root, analysed_tables(root, suite), fp)
+    return markdown, False
+
+
+def _write_tables(root: Path, tables: dict, fp: str) -> tuple[dict, str]:
+    """The comparison of read tables, written to ``tables/`` and remembered under ``fp``."""
+    compared = comparison(tables)
     write_tables(compared, root / "tables")
     markdown = render_markdown(compared)
     remember(root, "tables", fp, markdown)
-    return markdown, False
+    return compared, markdown
 
 
 def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool = True, svg: bool = False,
@@ -153,9 +160,7 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     clock = _Clock()
     tables = analysed_tables(root, suite)
     clock.lap("read_s")
-    compared = comparison(tables)
-    write_tables(compared, root / "tables")
-    markdown = render_markdown(compared)
+    compared, markdown = _write_tables(root, tables, fingerprint(root, suite, part="tables"))
     clock.lap("tables_s")
     manifest = SuiteStore(root).read_manifest() or {}
     saved = []
@@ -164,16 +169,14 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
         for old in fig_dir.glob("[0-9][0-9].*") if fig_dir.is_dir() else []:  # numbered files of older reports
             old.unlink()
         for f in suite_figures(tables):
-            caption = f"{f.task}: {f.caption}" if f.task and not f.caption.startswith(f.task) else f.caption
-            saved.append((caption, save(f.figure, fig_dir / f.file_stem, ("png", "svg") if svg else ("png",))[0]))
+            saved.append((f.caption, save(f.figure, fig_dir / f.file_stem, ("png", "svg") if svg else ("png",))[0]))
     clock.lap("figures_s")
     sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
                 if name != FINDINGS and not name.endswith("_long") and not df.empty]
     path = write_report(root, tables, title=f"Suite {manifest.get('suite', root.name)}", manifest=manifest,
-                        table_sections=sections, figures=saved, summary=render_findings(compared).split("\n", 2)[2])
+                        table_sections=sections, figures=saved, summary=render_findings(compared, heading=False))
     clock.lap("html_s")
     write_timing(root, "report", clock.laps)
-    remember(root, "tables", fingerprint(root, suite, part="tables"), markdown)
     remember(root, "report", fp, markdown)
     return markdown, path
 

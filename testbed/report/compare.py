@@ -79,8 +79,8 @@ def printed_tables() -> list[str]:
     return [name for a in all_analyses() for name in a.printed]
 
 
-def render_findings(tables: dict[str, pd.DataFrame]) -> str:
-    """The findings as a markdown list under a heading (what a person reads first)."""
+def render_findings(tables: dict[str, pd.DataFrame], *, heading: bool = True) -> str:
+    """The findings as a markdown list (under a heading), what a person reads first."""
     found = tables.get(FINDINGS)
     lines = []
     if found is not None and len(found):
@@ -88,7 +88,8 @@ def render_findings(tables: dict[str, pd.DataFrame]) -> str:
             if task:
                 lines.append(f"**{task}**: " + "; ".join(g["finding"]) + ".")
         lines += [s if s.endswith(".") else s + "." for s in found.loc[found["task"] == "", "finding"]]
-    return "## Findings\n\n" + ("\n".join(f"- {s}" for s in lines) if lines else "- (nothing measured)") + "\n"
+    items = "\n".join(f"- {s}" for s in lines) if lines else "- (nothing measured)"
+    return ("## Findings\n\n" if heading else "") + items + "\n"
 
 
 def render_markdown(tables: dict[str, pd.DataFrame], which: Sequence[str] | None = None, *,

@@ -41,6 +41,14 @@ class InProcessExecutor:
             yield cell, fn(cell)
 
 
+def program_key(cell: Cell) -> str:
+    """What decides a cell's compiled program (everything but its swept values and labels),
+    as text: cells with equal keys share one program, and sorting by it runs them back to back."""
+    return repr((cell.task, cell.params, cell.method.name, cell.method.kwargs, cell.model.name, cell.model.kwargs,
+                 cell.optimizer.name, tuple(kv for kv in cell.optimizer.kwargs if kv[0] not in ("lr", "weight_decay")),
+                 cell.train, len(cell.seeds), tuple((k, len(v)) for k, v in cell.sweeps)))
+
+
 def cell_call(cell: Cell) -> tuple[tuple, dict]:
     """The arguments of a cell's `testbed.train` call: (task, method, model, optimizer), keywords."""
     from testbed.methods import make_method
@@ -68,19 +76,12 @@ class Prefetch:
         self.pool = ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1),
                                        thread_name_prefix="testbed-compile")
         self.jobs = []
-        seen = {self.program_of(cells[0])} if cells else set()  # the first compiles in its own train call
+        seen = {program_key(cells[0])} if cells else set()  # the first compiles in its own train call
         for cell in cells[1:]:
-            if self.program_of(cell) in seen:  # the same program: compiled once
+            if program_key(cell) in seen:  # the same program: compiled once
                 continue
-            seen.add(self.program_of(cell))
+            seen.add(program_key(cell))
             self.jobs.append(self.pool.submit(self._prepare, prepare, cell))
-
-    @staticmethod
-    def program_of(cell: Cell) -> tuple:
-        """What decides a cell's program: everything but its swept values and labels."""
-        return (cell.task, cell.params, cell.method.name, cell.method.kwargs, cell.model.name, cell.model.kwargs,
-                cell.optimizer.name, tuple(kv for kv in cell.optimizer.kwargs if kv[0] not in ("lr", "weight_decay")),
-                cell.train, len(cell.seeds), tuple((k, len(v)) for k, v in cell.sweeps))
 
     @staticmethod
     def _prepare(prepare, cell: Cell) -> float | None:
@@ -163,8 +164,7 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
     prev = store.read_manifest() or {}
     todo = [c for c in suite.cells if force or not store.is_done(c.key)]
     skipped = [c.key for c in suite.cells if c not in todo]
-    todo.sort(key=lambda c: (c.task, c.params, c.method.name, c.method.kwargs, c.model.name, c.model.kwargs,
-                             c.optimizer.name, c.train, len(c.seeds)))
+    todo.sort(key=program_key)
     check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
     manifest = {"suite": suite.name, "description": suite.description, "suite_file": suite.path,
                 "suite_source": suite.source, "started": started, "finished": None,

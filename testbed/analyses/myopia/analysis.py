@@ -94,7 +94,7 @@ def _figures(tables: dict) -> list[Figure]:
         for name, draw in (("shutdown_heatmap", figures.shutdown_heatmap), ("reward_curves", figures.reward_curves)):
             fig = draw(tables, task)
             if fig is not None:
-                out.append(Figure(name, figures.CAPTIONS[name], fig, task))
+                out.append(Figure(name, f"{task}: {figures.CAPTIONS[name]}", fig, task))
     return out
 
 

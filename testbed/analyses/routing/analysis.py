@@ -111,7 +111,7 @@ def _figures(tables: dict) -> list[Figure]:
     for task in dict.fromkeys(tables["ablation"]["task"].astype(str)):
         fig = figures.routing_figure(tables, task)
         if fig is not None:
-            out.append(Figure("routing", figures.CAPTION, fig, task))
+            out.append(Figure("routing", f"{task}: {figures.CAPTION}", fig, task))
     return out
 
 
