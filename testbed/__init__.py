@@ -19,6 +19,7 @@ _configure_host_devices()  # one CPU device per core, before JAX starts (no JAX 
 _WHERE = {
     "attribution": "testbed.analyses.attribution.measure",
     "plateaus": "testbed.analyses.plateaus.detect",
+    "read_curve": "testbed.analyses.plateaus.detect",
     "plateau_summary": "testbed.analyses.plateaus.tables",
     "plateau_table": "testbed.analyses.plateaus.tables",
     "Analysis": "testbed.analyses.base",

@@ -347,17 +347,23 @@ def test_plateau_columns_and_zero_loss_rate():
     history = build(rows)
     runs = history.drop_duplicates(["cell", "run"])[["cell", "task", "method", "model", "optimizer", "lr",
                                                       "weight_decay", "init_scale", "run", "seed"]]
-    plat = runs.assign(plateaus=[1, 3, 0, 0], plateau_frac=[0.2, 0.4, 0.0, 0.0],
-                       reached_zero=[1.0, 0.0, 1.0, 1.0], final_loss=[1e-4, 0.5, 1e-5, 1e-5])
+    plat = runs.assign(stalls=[1, 3, 0, 0], stall_frac=[0.2, 0.4, 0.0, 0.0], stuck=[0, 1, 0, 0],
+                       bumps=[0, 2, 0, 0], reached_zero=[1.0, 0.0, 1.0, 1.0], final_loss=[1e-4, 0.5, 1e-5, 1e-5])
     plat = plat.sort_values(["method", "seed"])
     out = comparison({"history": history, "plateaus": plat})
     ood = out["ood"].set_index("label")
-    assert ood.loc["mse", "plateaus"] == pytest.approx(2.0) and ood.loc["ce", "plateaus"] == 0
-    assert ood.loc["mse", "plateau time"] == "30%"
+    assert ood.loc["mse", "stalls"] == pytest.approx(2.0) and ood.loc["ce", "stalls"] == 0
+    assert ood.loc["mse", "stall time"] == "30%" and ood.loc["mse", "stuck"] == "50%"
+    assert ood.loc["mse", "zero loss"] == "50%" and ood.loc["ce", "zero loss"] == "100%"
     zl = out["plateaus_long"]
     z = zl[(zl.quantity == "reached_zero") & (zl.label == "mse")]["mean"].item()
     assert z == pytest.approx(0.5)
-    assert "Rate of reaching the zero-loss solution" in render_markdown(out)
+    assert zl[(zl.quantity == "bumps") & (zl.label == "mse")]["mean"].item() == pytest.approx(1.0)
+    md = render_markdown(out)
+    for title in ("Rate of reaching the zero-loss solution", "Stalls per run", "Runs stuck at the end", "Bumps"):
+        assert title in md
+    assert any("Stuck: 50% of mse runs on t_one" in f for f in out["findings"]["finding"]) if "findings" in out \
+        else True
 
 
 def test_findings_name_the_best_label_and_whether_its_interval_separates():

@@ -74,6 +74,9 @@ class Extras(NamedTuple):
             (split ``train``, piece ``all``).
         analyses: names of registered analyses that suites run on every cell of this method
             (beside the default ones), e.g. ``("myopia",)``.
+        zero_loss: the loss (as ``batch_loss`` and the history record it) of a perfect fit;
+            the plateau analysis measures "reached zero" and "stuck" against it. 0 for every
+            built-in method (``ce`` reports cross-entropy minus the target's entropy).
     """
 
     extra_inputs: int = 0
@@ -86,6 +89,7 @@ class Extras(NamedTuple):
     profile: Profile | None = None
     run_metrics: Callable[..., dict[str, Any]] | None = None
     analyses: tuple[str, ...] = ()
+    zero_loss: float = 0.0
 
 
 class Method(NamedTuple):

@@ -104,6 +104,50 @@ def saxe_time(s: float, u0: float, tau: float, fraction: float = 0.5) -> float:
     return tau / (2.0 * s) * (math.log(s / u0 - 1.0) + math.log(fraction / (1.0 - fraction)))
 
 
+def two_layer_descent(singular_values: Sequence[float], *, dim: int = 8, width: int = 16, lr: float | None = None,
+                      init_scale: float = 1e-3, steps: int = 3000, batch: int = 0,
+                      seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """A reference: gradient descent on a two-layer linear network in numpy (float64), in
+    the conventions of `testbed.train` (``mse`` = mean over ``dim`` outputs, Gaussian
+    whitened inputs), from a small random initialization like `testbed.DeepLinear`'s.
+
+    Args:
+        singular_values: the target's singular values (target from `deep_linear_target`, seed 0).
+        dim, width: input/output dimension and hidden width.
+        lr: learning rate; default ``0.1 dim / (4 max s)`` (stable: the fastest mode grows
+            by 10% of its time constant per step).
+        init_scale: ``g``: entries of ``W1`` have SD ``g / sqrt(dim)``, of ``W2`` ``g / sqrt(width)``.
+        steps: updates.
+        batch: 0 for the exact population loss and gradient; else minibatch SGD on fresh
+            Gaussian inputs, recording each batch's loss (a per-update curve).
+        seed: initialization (and batch) seed.
+
+    Returns:
+        (losses [steps], the closed-form drop time of each mode, `saxe_time` at
+        ``u = (1 - 1/sqrt 2) s``: where the loss has covered half of the mode's drop).
+    """
+    rng = np.random.default_rng(seed)
+    s_vals = tuple(float(x) for x in singular_values)
+    u, s, v = deep_linear_target(dim, dim, s_vals, 0)
+    a = (u * s) @ v.T
+    lr = 0.1 * dim / (4.0 * max(s_vals)) if lr is None else float(lr)
+    w1 = rng.normal(size=(width, dim)) * init_scale / math.sqrt(dim)
+    w2 = rng.normal(size=(dim, width)) * init_scale / math.sqrt(width)
+    losses = np.empty(steps)
+    for k in range(steps):
+        e = a - w2 @ w1
+        if batch:
+            x = rng.normal(size=(batch, dim))
+            r = x @ e.T
+            losses[k] = float((r ** 2).mean())
+            e = r.T @ x / batch  # the error map seen through this batch's input covariance
+        else:
+            losses[k] = float((e ** 2).sum() / dim)
+        w2, w1 = w2 + lr * (2.0 / dim) * e @ w1.T, w1 + lr * (2.0 / dim) * w2.T @ e
+    tau, u0 = saxe_tau(lr, dim), saxe_u0(init_scale, width, dim)
+    return losses, [saxe_time(x, u0, tau, 1.0 - 1.0 / math.sqrt(2.0)) for x in s_vals]
+
+
 @register_task
 def deep_linear(dim_in: int = 8, dim_out: int = 8, singular_values: Sequence[float] = (3.0, 2.0, 1.0),
                 seed: int = 0) -> Task:

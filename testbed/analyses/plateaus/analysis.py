@@ -1,11 +1,16 @@
-"""``plateaus``: loss plateaus of every run's per-update training loss.
+"""``plateaus``: stalls, runs stuck at the end, the zero-loss rate and bumps of every run.
 
-Derived when a results folder is read (from ``batch_loss``, so folders written before
-this analysis existed get it too): ``plateau_rows`` (one row per detected plateau) and
-``plateaus`` (per run: plateau count and time, final train loss, whether it reached the
-zero-loss level). Comparison: ``plateaus`` (count per label x task), ``zero_loss`` (rate
-of reaching zero loss) and ``plateaus_long``; the headline table gets the mean plateau
-count and plateau time. Figure: per task, the loss curves with the plateaus marked.
+Derived when a results folder is read (from ``batch_loss``, the per-update training loss,
+so folders written before this analysis existed get it too): ``plateau_rows`` (one row
+per escaped stall, and per final stretch of a run stuck at the end) and ``plateaus`` (per
+run: stalls, stuck, converged, bumps, time on stalls, final train loss, whether it reached
+the zero-loss level). See `testbed.analyses.plateaus.detect` for what each means.
+
+Comparison: ``stalls`` (escaped plateaus per run), ``stuck`` (fraction of runs stuck at
+the end, clearly above zero), ``zero_loss`` (fraction of runs that reach the zero-loss
+level), ``bumps`` (per run) and ``plateaus_long`` (all quantities); the headline table
+gets the mean stall count, the time on stalls and the stuck and zero-loss rates. Figure:
+per task, the loss curves with the stalls and stuck stretches marked.
 """
 
 from __future__ import annotations
@@ -16,7 +21,32 @@ from testbed.analyses import kit
 from testbed.analyses.base import Analysis, Figure, register_analysis
 from testbed.core.columns import CELL, SWEPT
 
-QUANTITIES = ("plateaus", "plateau_frac", "median_duration", "reached_zero", "final_loss")
+QUANTITIES = ("stalls", "stall_frac", "median_duration", "stuck", "reached_zero", "bumps", "final_loss")
+TABLES = {  # comparison table: (quantity, title, what a cell shows)
+    "stalls": ("stalls", "Stalls per run: plateaus the loss escaped (per-update training loss)",
+               "escaped plateaus per run"),
+    "stuck": ("stuck", "Runs stuck at the end: flat, clearly above the zero-loss level",
+              "fraction of runs"),
+    "zero_loss": ("reached_zero", "Rate of reaching the zero-loss solution",
+                  "fraction of runs whose final train loss is within 1e-3 of its initial loss above zero"),
+    "bumps": ("bumps", "Bumps per run: rises of the loss above its running minimum that came back",
+              "bumps per run (a rise of more than 50%)"),
+}
+
+
+def zero_levels(methods) -> dict[str, float]:
+    """The loss a perfect fit reaches, per method (``Extras.zero_loss``; 0 for methods that
+    are not registered here or cannot be built without arguments)."""
+    from testbed.core.errors import ConfigError
+    from testbed.methods.base import METHODS, make_method
+
+    out = {}
+    for m in dict.fromkeys(methods):
+        try:
+            out[m] = float(make_method(m).extras.zero_loss) if m in METHODS else 0.0
+        except (ConfigError, TypeError, ValueError):
+            out[m] = 0.0
+    return out
 
 
 def _derive(tables: dict) -> dict[str, pd.DataFrame]:
@@ -24,13 +54,15 @@ def _derive(tables: dict) -> dict[str, pd.DataFrame]:
 
     if "batch_loss" not in tables:
         return {}
-    rows, per_run = run_plateaus(tables["batch_loss"], by=[*CELL, *SWEPT])
-    return {"plateau_rows": rows, "plateaus": with_final_loss(per_run, tables["history"])}
+    bl = tables["batch_loss"]
+    zero = zero_levels(bl["method"].astype(str).unique()) if "method" in bl.columns else None
+    rows, per_run = run_plateaus(bl, by=[*CELL, *SWEPT], zero=zero)
+    return {"plateau_rows": rows, "plateaus": with_final_loss(per_run, tables["history"], zero=zero)}
 
 
 def _long(v: kit.View) -> pd.DataFrame | None:
     plat = v.tables.get("plateaus")
-    if plat is None or plat.empty:
+    if plat is None or plat.empty or "stalls" not in plat.columns:
         return None
     p = v.with_label(plat)
     longs = [v.summary(p, ["label", "task"], col).assign(quantity=col) for col in QUANTITIES if col in p.columns]
@@ -42,20 +74,17 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
     if plong is None:
         return {}
     ci = f"mean [{v.level:.0%} bootstrap CI] over runs"
-    out = {"plateaus": v.wide(plong[plong["quantity"] == "plateaus"].assign(metric="plateaus"))}
-    out["plateaus"].attrs.update(
-        title="Loss plateaus per run (per-update training loss)",
-        note=f"Cells: plateau count, {ci}. The OOD table's 'plateaus' and 'plateau time' columns "
-             "average the count and the fraction of training spent on plateaus over tasks.")
-    if "reached_zero" in set(plong["quantity"]):
-        out["zero_loss"] = v.wide(plong[plong["quantity"] == "reached_zero"].assign(metric="reached_zero"))
-        out["zero_loss"].attrs.update(
-            title="Rate of reaching the zero-loss solution",
-            note=f"Fraction of runs whose final train loss (the method's objective) is below 1e-3; {ci}.")
+    out = {}
+    for name, (quantity, title, what) in TABLES.items():
+        if quantity in set(plong["quantity"]):
+            out[name] = v.wide(plong[plong["quantity"] == quantity].assign(metric=quantity))
+            out[name].attrs.update(title=title, note=f"Cells: {what}, {ci}.")
     out["plateaus_long"] = plong
-    plong.attrs.update(title="Loss plateaus (numeric)", note=(
-        "quantity: plateaus (count), plateau_frac (fraction of training on plateaus), median_duration (steps), "
-        "reached_zero (fraction of runs whose final train loss is below 1e-3), final_loss (the method's train loss)."))
+    plong.attrs.update(title="Stalls, stuck runs, zero loss and bumps (numeric)", note=(
+        "quantity: stalls (escaped plateaus per run), stall_frac (fraction of training on stalls), "
+        "median_duration (of a run's stalls, steps), stuck (1: the run ends flat clearly above zero), "
+        "reached_zero (1: the final train loss is within 1e-3 of the initial loss above zero), "
+        "bumps (per run), final_loss (the method's train loss)."))
     return out
 
 
@@ -64,25 +93,41 @@ def _headline(v: kit.View) -> pd.DataFrame | None:
     if plong is None:
         return None
     means = plong.groupby(["label", "quantity"])["mean"].mean().unstack()
-    return pd.DataFrame({"label": means.index, "plateaus": means["plateaus"].round(2).to_numpy(),
-                         "plateau time": means["plateau_frac"].map(
-                             lambda x: f"{x:.0%}" if pd.notna(x) else kit.MISSING).to_numpy()})
+
+    def pct(col):
+        if col not in means:
+            return [kit.MISSING] * len(means)
+        return means[col].map(lambda x: f"{x:.0%}" if pd.notna(x) else kit.MISSING).to_numpy()
+
+    return pd.DataFrame({"label": means.index, "stalls": means["stalls"].round(2).to_numpy(),
+                         "stall time": pct("stall_frac"), "stuck": pct("stuck"), "zero loss": pct("reached_zero")})
 
 
 def _findings(v: kit.View, compared: dict[str, pd.DataFrame]) -> list[str]:
-    """Where training stalled most: the label x task with the most training time on plateaus."""
+    """Where training stalled most, and where runs ended stuck."""
     plong = compared.get("plateaus_long")
     if plong is None or plong.empty:
         return []
-    frac = plong[(plong["quantity"] == "plateau_frac") & plong["mean"].notna()]
+
+    def at(quantity, label, task):
+        m = plong[(plong["quantity"] == quantity) & (plong["label"] == label) & (plong["task"] == task)]["mean"]
+        return float(m.iloc[0]) if len(m) else float("nan")
+
+    out = []
+    frac = plong[(plong["quantity"] == "stall_frac") & plong["mean"].notna()]
     if frac.empty or frac["mean"].max() <= 0:
-        return ["No loss plateaus were found."]
-    worst = frac.sort_values("mean", ascending=False, kind="stable").iloc[0]
-    count = plong[(plong["quantity"] == "plateaus") & (plong["label"] == worst["label"])
-                  & (plong["task"] == worst["task"])]["mean"]
-    n = f"{float(count.iloc[0]):.1f} plateaus per run, " if len(count) else ""
-    return [f"Stalls: most time on loss plateaus for {worst['label']} on {worst['task']} "
-            f"({n}{worst['mean']:.0%} of training); see the plateaus table."]
+        out.append("No stalls: no run's loss sat on a plateau it later escaped.")
+    else:
+        w = frac.sort_values("mean", ascending=False, kind="stable").iloc[0]
+        out.append(f"Stalls: most time on escaped plateaus for {w['label']} on {w['task']} "
+                   f"({at('stalls', w['label'], w['task']):.1f} stalls per run, {w['mean']:.0%} of training); "
+                   "see the stalls table.")
+    stuck = plong[(plong["quantity"] == "stuck") & (plong["mean"] > 0)]
+    if len(stuck):
+        w = stuck.sort_values("mean", ascending=False, kind="stable").iloc[0]
+        out.append(f"Stuck: {w['mean']:.0%} of {w['label']} runs on {w['task']} end flat above zero loss "
+                   f"(zero-loss rate {at('reached_zero', w['label'], w['task']):.0%}); see the stuck table.")
+    return out
 
 
 def _figures(tables: dict) -> list[Figure]:
@@ -102,6 +147,7 @@ def _figures(tables: dict) -> list[Figure]:
 
 @register_analysis("plateaus")
 def plateaus() -> Analysis:
-    """Plateaus of the per-update training loss (runs on every cell, derived when read)."""
+    """Stalls, stuck runs, zero loss and bumps of the per-update training loss (every cell,
+    derived when read)."""
     return Analysis("plateaus", default=True, derive=_derive, compare=_compare, headline=_headline,
-                    printed=("plateaus", "zero_loss"), findings=_findings, figures=_figures)
+                    printed=("stalls", "stuck", "zero_loss", "bumps"), findings=_findings, figures=_figures)

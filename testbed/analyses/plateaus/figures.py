@@ -40,7 +40,9 @@ __all__ = ["CAPTION", "loss_curves"]
 CAPTION = (
     "{task}: {primary} over training\n"
     "Mean over seeds with 95% CI bands, train and each OOD split as panels on shared axes.\n"
-    "Look for: plateaus and the drops that end them (and whether methods drop at different times); OOD "
+    "Rug: escaped stalls (solid) and runs stuck at the end (dotted), one row per run; a converged tail is "
+    "never marked.\n"
+    "Look for: stalls and the drops that end them (and whether methods drop at different times); OOD "
     "curves that rise or stall while train keeps falling (fitting the train region at the expense of "
     "extrapolation); wide bands (seed-dependent dynamics).")
 
@@ -55,9 +57,10 @@ def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFra
         tables: suite tables.
         task: task name.
         plateaus: optional detected plateaus with columns ``cell, run, seed, piece, start,
-            end`` (steps); rows of ``piece == "all"`` (all rows when there are none) are
-            drawn as a rug of thin bars at the bottom of every panel, one row per run, in
-            the run's method colour.
+            end`` (steps) and optionally ``ended``; rows of ``piece == "all"`` (all rows when
+            there are none) are drawn as a rug of thin bars at the bottom of every panel, one
+            row per run, in the run's method colour: solid for escaped stalls, dotted for a
+            run's final stretch when it is stuck there (``ended`` false).
     """
     info = task_facts(tables, task)
     primary = info["primary"]
@@ -113,7 +116,10 @@ def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFra
         handles.append(Patch(facecolor="#888888", alpha=0.3, label="95% CI over seeds"))
         if rug:
             handles.append(Line2D([], [], color="#555555", lw=2.2, solid_capstyle="butt",
-                                  label="plateau (rug: a row per run)"))
+                                  label="stall, escaped (rug: a row per run)"))
+            if "ended" in plateaus.columns and (~plateaus["ended"].astype(bool)).any():
+                handles.append(Line2D([], [], color="#555555", lw=2.2, ls=(0, (1, 1)), alpha=0.6,
+                                      label="stuck at the end"))
         axes.flat[min(ncols, n) - 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1.0),
                                             borderaxespad=0.0, frameon=False, title="method")
     return fig
@@ -163,5 +169,7 @@ def _draw_plateau_rug(ax, plateaus, tables, task, labels, pal, order) -> None:
     tr = ax.get_xaxis_transform()
     for r in p.itertuples():
         y = 0.012 + step * pos[(r.cell, r.run)]
+        stuck = not getattr(r, "ended", True)
         ax.plot([r.start, r.end], [y, y], transform=tr, color=pal.get(r.label, "#555555"), lw=1.8,
-                solid_capstyle="butt", alpha=0.85, zorder=5, gid="plateau")
+                solid_capstyle="butt", alpha=0.45 if stuck else 0.85, ls=(0, (1, 1)) if stuck else "-",
+                zorder=5, gid="stuck" if stuck else "plateau")

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from testbed.analyses.plateaus.detect import CONFIG_COLUMNS, PLATEAU_COLUMNS, Plateau, plateaus
+from testbed.analyses.plateaus.detect import (
+    CONFIG_COLUMNS,
+    PLATEAU_COLUMNS,
+    Plateau,
+    plateaus,
+    read_curve,
+)
 
 
 def detect_on_array(steps: np.ndarray | None, losses: np.ndarray, **detector_kwargs) -> list[list[Plateau]]:
@@ -54,7 +60,8 @@ def plateau_table(history: pd.DataFrame, *, metric: str = "loss", split: str = "
 
     Returns:
         Columns: the key columns, then plateau (0-based index within its curve),
-        start, end, duration, level, drop, ended, drop_step (see `Plateau`).
+        start, end, duration, level, drop, ended, drop_step (see `Plateau`): escaped
+        stalls, and the final stretch of a curve stuck at the end (``ended`` false).
         Curves without plateaus contribute no rows (see `plateau_summary`).
     """
     keys, rows = [], []
@@ -77,8 +84,8 @@ def plateau_summary(history: pd.DataFrame, *, metric: str = "loss", split: str =
     Returns:
         One row per (config columns, ``by`` columns, piece) with columns:
         ``curves`` (runs: seeds), ``count_mean`` and ``count_median`` (plateaus per
-        curve, final unended ones included), ``ended_mean`` (plateaus left through a
-        drop, per curve), ``count_dist`` (``"count:curves"`` pairs, e.g.
+        curve: escaped stalls, plus the final stretch of a curve stuck at the end),
+        ``ended_mean`` (escaped stalls per curve), ``count_dist`` (``"count:curves"`` pairs, e.g.
         ``"2:1,3:7"``), ``duration_median`` (over all plateaus of the group, steps),
         ``plateau_time_mean`` (total plateau steps per curve, mean over curves) and
         ``first_end_median`` (when the first plateau ends: the escape time; NaN if
@@ -136,7 +143,7 @@ def _curves(history: pd.DataFrame, metric: str, split: str, by: Sequence[str] | 
         yield dict(zip(keys, key, strict=True)), curve
 
 
-def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",),
+def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",), zero: float | dict | None = None,
                  **detector_kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Plateaus of every run's per-update training loss: one row per plateau, and per run.
 
@@ -144,46 +151,61 @@ def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",),
         batch_loss: long table with ``by`` columns, run, seed, step, value (a suite's
             ``batch_loss`` table, see docs/suite_tables.md).
         by: columns that identify a cell; kept in the output.
-        **detector_kwargs: passed to `plateaus`.
+        zero: the loss a perfect fit reaches: a number, or ``{method: number}`` read with
+            the ``method`` column (missing methods: 0); default 0.
+        **detector_kwargs: passed to `read_curve`.
 
     Returns:
-        (rows, per_run): ``rows`` as `plateau_table` (piece "all"); ``per_run`` one row
-        per run, runs without plateaus included: the ``by`` columns, run, seed,
-        ``plateaus`` (count, final unended plateau included), ``ended`` (left through a
-        drop), ``plateau_time`` (steps on plateaus) and ``plateau_frac`` (that time
-        over the run's length).
+        (rows, per_run): ``rows`` one row per plateau (escaped stalls, and the final stretch
+        of a run stuck at the end with ``ended=False``): the ``by`` columns, run, seed, then
+        `PLATEAU_COLUMNS`. ``per_run`` one row per run: the ``by`` columns, run, seed,
+        ``stalls`` (escaped plateaus), ``stuck`` (1 when the run ends stuck clearly above
+        zero), ``converged`` (1 when it ends at zero), ``bumps`` (rises above the running
+        minimum that came back), ``stall_time`` (steps on stalls), ``stall_frac`` (that over
+        the run's length) and ``median_duration`` (of its stalls; NaN without one).
     """
-    hist = batch_loss.assign(split="train", piece="all", metric="batch_loss")
-    rows = plateau_table(hist, metric="batch_loss", split="train", by=[c for c in by if c not in CONFIG_COLUMNS]
-                         or None, **detector_kwargs)
     keys = [*by, "run", "seed"]
-    span = batch_loss.groupby(keys, observed=True)["step"].agg(lambda s: max(float(s.max() - s.min()), 1.0))
-    per_run = span.rename("span").reset_index()
-    if len(rows):
-        agg = rows.groupby(keys, observed=True).agg(plateaus=("plateau", "size"), ended=("ended", "sum"),
-                                                    plateau_time=("duration", "sum"),
-                                                    median_duration=("duration", "median")).reset_index()
-        per_run = per_run.merge(agg, on=keys, how="left")
-    for c in ("plateaus", "ended", "plateau_time"):
-        per_run[c] = per_run[c].fillna(0) if c in per_run else 0.0
-    per_run["plateaus"] = per_run["plateaus"].astype(int)
-    per_run["ended"] = per_run["ended"].astype(int)
-    per_run["plateau_frac"] = per_run["plateau_time"] / per_run.pop("span")
-    if "median_duration" not in per_run:
-        per_run["median_duration"] = np.nan
-    return rows, per_run[[*keys, "plateaus", "ended", "plateau_time", "plateau_frac", "median_duration"]]
+    rows, per_run = [], []
+    for key, curve in batch_loss.groupby(keys, observed=True, sort=True, dropna=False):
+        curve = curve.sort_values("step")
+        ident = dict(zip(keys, key, strict=True))
+        z = _zero_for(zero, ident.get("method", curve["method"].iloc[0] if "method" in curve else None))
+        t, v = curve["step"].to_numpy(np.float64), curve["value"].to_numpy(np.float64)
+        c = read_curve(t, v, zero=z, **detector_kwargs)
+        for i, p in enumerate(c.plateaus()):
+            rows.append({**ident, "plateau": i, **p._asdict()})
+        durations = [p.duration for p in c.stalls]
+        span = max(float(t[-1] - t[0]), 1.0) if len(t) else 1.0
+        per_run.append({**ident, "stalls": len(c.stalls), "stuck": int(bool(c.final and c.final.stuck)),
+                        "converged": int(bool(c.final and c.final.converged)), "bumps": len(c.bumps),
+                        "stall_time": float(sum(durations)), "stall_frac": float(sum(durations)) / span,
+                        "median_duration": float(np.median(durations)) if durations else math.nan})
+    cols = [*keys, "stalls", "stuck", "converged", "bumps", "stall_time", "stall_frac", "median_duration"]
+    return pd.DataFrame(rows, columns=[*keys, *PLATEAU_COLUMNS]), pd.DataFrame(per_run, columns=cols)
 
 
-ZERO_LOSS = 1e-3  # a run "reaches the zero-loss solution" when its final train loss is below this
+def _zero_for(zero: float | dict | None, method) -> float:
+    if zero is None:
+        return 0.0
+    if isinstance(zero, dict):
+        return float(zero.get(method, 0.0))
+    return float(zero)
 
 
 def with_final_loss(per_run: pd.DataFrame, history: pd.DataFrame, *, by: Sequence[str] = ("cell",),
-                    zero: float = ZERO_LOSS) -> pd.DataFrame:
-    """Add each run's final train loss (the method's objective) and ``reached_zero`` (below ``zero``)
-    to a `run_plateaus` table."""
+                    zero: float | dict | None = None, zero_tol: float = 1e-3) -> pd.DataFrame:
+    """Add each run's final train loss (the method's objective, from the evaluations) and
+    ``reached_zero``: 1 when it ends within ``zero_tol`` of its initial loss above the
+    zero-loss level (``zero``, as in `run_plateaus`), the detector's definition of converged,
+    read from the evaluated (not per-batch) train loss."""
     h = history[(history["split"] == "train") & (history["piece"] == "all") & (history["metric"] == "loss")]
-    last = h.groupby(list(by), observed=True)["step"].transform("max")
-    fin = h[h["step"] == last][[*by, "run", "value"]].rename(columns={"value": "final_loss"})
-    out = per_run.merge(fin, on=[*by, "run"], how="left")
-    out["reached_zero"] = (out["final_loss"] < zero).astype(float)
-    return out
+    g = h.groupby([*by, "run"], observed=True)
+    first = h[h["step"] == g["step"].transform("min")][[*by, "run", "value"]].rename(columns={"value": "first_loss"})
+    fin = h[h["step"] == g["step"].transform("max")][[*by, "run", "value"]].rename(columns={"value": "final_loss"})
+    out = per_run.merge(fin, on=[*by, "run"], how="left").merge(first, on=[*by, "run"], how="left")
+    methods = out["method"] if "method" in out.columns else pd.Series([None] * len(out), index=out.index)
+    z = np.array([_zero_for(zero, m) for m in methods], np.float64)
+    above0 = out["first_loss"].to_numpy(np.float64) - z
+    reached = (out["final_loss"].to_numpy(np.float64) - z) <= zero_tol * np.maximum(above0, 0.0)
+    out["reached_zero"] = np.where(out["final_loss"].notna(), reached.astype(float), np.nan)
+    return out.drop(columns="first_loss")
