@@ -19,6 +19,8 @@ _configure_host_devices()  # one CPU device per core, before JAX starts (no JAX 
 _WHERE = {
     "attribution": "testbed.analyses.attribution.measure",
     "plateaus": "testbed.analyses.plateaus.detect",
+    "Stage": "testbed.training.stages",
+    "train_stages": "testbed.training.stages",
     "read_curve": "testbed.analyses.plateaus.detect",
     "plateau_summary": "testbed.analyses.plateaus.tables",
     "plateau_table": "testbed.analyses.plateaus.tables",
@@ -45,6 +47,7 @@ _WHERE = {
     "register_method": "testbed.methods",
     "MLP": "testbed.models.modules",
     "DeepLinear": "testbed.models.modules",
+    "Matrix": "testbed.models.modules",
     "LowRank": "testbed.models.modules",
     "ModelConfig": "testbed.models.registry",
     "list_models": "testbed.models",

@@ -24,6 +24,18 @@ def name(request):
     return request.param
 
 
+WITHOUT_HIDDEN = {"matrix"}  # models with no hidden layer: nothing to ablate, route or read
+
+
+@pytest.fixture(params=[n for n in _model_names() if n not in WITHOUT_HIDDEN])
+def hidden_name(request):
+    return request.param
+
+
+def test_only_the_listed_models_have_no_hidden_layer(name):
+    assert (make_model(name).hidden_sizes() == ()) == (name in WITHOUT_HIDDEN)
+
+
 def _int_fields(cfg) -> list[str]:
     return [f.name for f in dataclasses.fields(cfg)
             if isinstance(getattr(cfg, f.name), int) and not isinstance(getattr(cfg, f.name), bool)]
@@ -96,8 +108,8 @@ def test_hidden_sizes_match_the_hidden_activations(name, key, variant):
     _close(out, module(x))
 
 
-def test_ablate_with_ones_is_identity_and_zeros_cut_the_layer(name, key):
-    cfg = make_model(name)
+def test_ablate_with_ones_is_identity_and_zeros_cut_the_layer(hidden_name, key):
+    cfg = make_model(hidden_name)
     module = cfg.build(IN, OUT, rngs=nnx.Rngs(0))
     x = _x(key)
     plain = module(x)
@@ -160,8 +172,8 @@ def _private_inputs(graphdef, state, x, layer: int):
     return private, upstream
 
 
-def test_masks_zero_the_gradient_through_masked_units(name, key):
-    cfg = make_model(name)
+def test_masks_zero_the_gradient_through_masked_units(hidden_name, key):
+    cfg = make_model(hidden_name)
     module = cfg.build(IN, OUT, rngs=nnx.Rngs(0))
     x = _x(key)
     r = jax.random.normal(jax.random.key(5), (N, OUT))
@@ -194,8 +206,8 @@ def test_masks_zero_the_gradient_through_masked_units(name, key):
             _close(gf, gc)
 
 
-def test_outgoing_reads_the_hidden_units(name, key):
-    cfg = make_model(name)
+def test_outgoing_reads_the_hidden_units(hidden_name, key):
+    cfg = make_model(hidden_name)
     module = cfg.build(IN, OUT, rngs=nnx.Rngs(0))
     x = _x(key)
     plain = module(x)

@@ -161,9 +161,9 @@ def test_stalls_are_scale_free(curve, more, a, b, noise, seed):
     drops, widths, gaps, spacing, n = curve
     t, loss = staircase(drops, widths, gaps, spacing, n)
     edges = np.cumsum(gaps)
-    for k in range(len(edges)):  # every plateau sampled by >= 8 points (the detector needs 5)
+    for k in range(len(edges)):  # every plateau sampled by >= 20 points (the detector needs 15)
         lo = edges[k - 1] + 3 * widths[k - 1] if k else 0.0
-        assume(np.sum((t >= lo) & (t <= edges[k] - 3 * widths[k])) >= 8)
+        assume(np.sum((t >= lo) & (t <= edges[k] - 3 * widths[k])) >= 20)
     loss = loss * np.exp(np.random.default_rng(seed).normal(0.0, noise, n))  # measurement noise
     ref = read_curve(t, loss)
     assert len(ref.stalls) == len(drops)  # one stall before each drop, the last one (to zero) included

@@ -45,7 +45,8 @@ def test_deterministic_per_key(task):
     c = task.sample(jax.random.key(2), N)
     np.testing.assert_array_equal(a.x, b.x)
     np.testing.assert_array_equal(a.y, b.y)
-    assert not np.array_equal(a.x, c.x)
+    if len(np.unique(np.asarray(task.sample(jax.random.key(3), 4 * N).x), axis=0)) > 1:  # not a one-point split
+        assert not np.array_equal(a.x, c.x)
 
 
 def test_samples_lie_in_their_split_and_ood_is_disjoint_from_train(task, key):

@@ -31,6 +31,7 @@ from testbed.core.columns import CELL, SWEPT
 from testbed.core.style import LOG_FLOOR, WIDTH_IN, Header, figure
 
 __all__ = ["CELL_COLUMNS", "HP_COLUMNS", "METRIC_NAMES", "final_rows", "legend", "log_floor", "log_spaced",
+           "mark_stages", "stage_starts",
            "log_ticks", "label_order", "method_labels", "palette", "seeds_note", "split_order", "step_axis",
            "suite_figure", "task_facts", "tasks", "with_labels"]
 
@@ -148,6 +149,26 @@ def seeds_note(tables: dict[str, pd.DataFrame], task: str | None = None) -> list
 
 
 # -- axes ---------------------------------------------------------------------------------
+
+def stage_starts(tables: dict[str, pd.DataFrame], cells) -> list[tuple[float, str]]:
+    """(first step, name) of every stage after the first, of staged cells among ``cells``
+    (the ``stages`` table of `testbed.train_stages`); [] when no cell was trained in stages."""
+    st = tables.get("stages")
+    if st is None or st.empty or "cell" not in st.columns:
+        return []
+    st = st[st["cell"].isin(list(cells)) & (st["start"] > 0)]
+    return list(st[["start", "name"]].drop_duplicates("start").sort_values("start").itertuples(index=False,
+                                                                                                 name=None))
+
+
+def mark_stages(ax, starts: list[tuple[float, str]], label: bool = True) -> None:
+    """Vertical lines where later stages start, named at the top of ``ax``."""
+    for start, name in starts:
+        ax.axvline(start, color="#222222", lw=1.0, ls=(0, (4, 2)), alpha=0.8, zorder=1, gid="stage_start")
+        if label:
+            ax.text(start, 0.98, f" {name}", transform=ax.get_xaxis_transform(), ha="left", va="top",
+                    fontsize=7.5, color="#222222")
+
 
 def log_spaced(steps) -> bool:
     """Whether evaluation steps look log-spaced (gaps growing: the largest gap is more than 4x

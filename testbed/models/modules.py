@@ -25,6 +25,7 @@ units in the parameters themselves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,6 +113,33 @@ class LowRankModule(nnx.Module):
         return self.v
 
 
+class MatrixModule(nnx.Module):
+    """A learned ``rows x cols`` logits matrix ``Z = A B`` of rank at most r, output whole.
+
+    Every example's output is ``x[:, 0] * vec(Z)``: the input is a scalar that scales
+    the logits (an inverse temperature; 1 on the training split of `lowrank_global`), so
+    one output row holds all ``rows * cols`` entries and a softmax over it is one softmax
+    over the whole matrix. No hidden layer: nothing depends on the input but a scale, so
+    there are no units to route, ablate or probe (``hidden_sizes() == ()``).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, rank: int, rows: int | None, *, rngs: nnx.Rngs):
+        rows = rows or max(d for d in range(1, math.isqrt(out_dim) + 1) if out_dim % d == 0)
+        if out_dim % rows:
+            raise ConfigError(f"model.rows: {rows} rows do not divide the task's {out_dim} outputs")
+        init = nnx.initializers.normal(stddev=1.0)
+        self.a = nnx.Param(init(rngs.params(), (rows, rank)) / jnp.sqrt(rank))
+        self.b = nnx.Param(init(rngs.params(), (rank, out_dim // rows)))
+
+    def __call__(self, x: jax.Array, *, masks: Sequence | None = None, ablate: Sequence | None = None,
+                 return_hidden: bool = False):
+        out = x[:, :1] * matmul(self.a[...], self.b[...]).reshape(1, -1)
+        return (out, []) if return_hidden else out
+
+    def outgoing(self, i: int) -> nnx.Variable:
+        raise IndexError(f"matrix has no hidden layer, got layer {i}")
+
+
 class DeepLinearModule(nnx.Module):
     """Deep linear network: ``depth`` weight matrices, no biases, no nonlinearity.
 
@@ -183,6 +211,28 @@ class LowRank:
 
     def hidden_sizes(self) -> tuple[int, ...]:
         return (self.rank,)
+
+
+@register_model("matrix")
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    """A rank-r factorized logits matrix, output whole (for `lowrank_global`)."""
+
+    rank: int = 2  # inner dimension r (the rank limit of the learned matrix)
+    rows: int | None = None  # rows of the matrix; None: the most square shape the outputs allow
+
+    def __post_init__(self):
+        _positive(self, "rank")
+        if self.rows is not None:
+            _positive(self, "rows")
+
+    name = "matrix"
+
+    def build(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        return MatrixModule(in_dim, out_dim, self.rank, self.rows, rngs=rngs)
+
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return ()
 
 
 @register_model("deep_linear")

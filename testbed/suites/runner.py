@@ -59,7 +59,8 @@ def cell_call(cell: Cell) -> tuple[tuple, dict]:
     args = (make_task(cell.task, **dict(cell.params)), make_method(cell.method.name, **dict(cell.method.kwargs)),
             make_model(cell.model.name, **dict(cell.model.kwargs)),
             make_optimizer(cell.optimizer.name, **dict(cell.optimizer.kwargs)))
-    return args, {"seeds": list(cell.seeds), **dict(cell.train), **{k: list(v) for k, v in cell.sweeps}}
+    train = {k: v for k, v in cell.train if k != "stages"}
+    return args, {"seeds": list(cell.seeds), **train, **{k: list(v) for k, v in cell.sweeps}}
 
 
 class Prefetch:
@@ -78,7 +79,7 @@ class Prefetch:
         self.jobs = []
         seen = {program_key(cells[0])} if cells else set()  # the first compiles in its own train call
         for cell in cells[1:]:
-            if program_key(cell) in seen:  # the same program: compiled once
+            if program_key(cell) in seen or dict(cell.train).get("stages"):  # compiled once; stages: per stage
                 continue
             seen.add(program_key(cell))
             self.jobs.append(self.pool.submit(self._prepare, prepare, cell))
@@ -99,16 +100,30 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
     """Train one cell and run its analyses (`testbed.analyses.base.for_cell`). Returns the
     tables stored in its folder: ``history``, ``runs``, ``batch_loss``, the method's
     ``traces`` and ``profile`` when it records them, and every analysis's tables."""
+    from dataclasses import replace
+
     from testbed.analyses.base import for_cell
+    from testbed.suites.spec import cell_stages
     from testbed.suites.tables import cell_facts
     from testbed.training.engine import train
     from testbed.training.tables import batch_loss_table, traces_table
 
     args, kwargs = cell_call(cell)
     task, method = args[0], args[1]
-    result = train(*args, quiet=True, on_progress=on_progress, **kwargs)
+    stages = cell_stages(cell)
+    if stages:  # each stage one program; the cell's method and optimizer are the stages' defaults
+        from testbed.training.stages import train_stages
+
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("steps", "lr")}
+        if "lr" in dict(cell.sweeps):
+            stages = [st if st.lr is not None else replace(st, lr=list(dict(cell.sweeps)["lr"])) for st in stages]
+        result = train_stages(task, stages, args[2], quiet=True, on_progress=on_progress, **kwargs)
+    else:
+        result = train(*args, quiet=True, on_progress=on_progress, **kwargs)
     hist = result.history.drop(columns=list(COMPONENTS))
     out = {"history": hist, "runs": result.runs, "batch_loss": batch_loss_table(result)}
+    if result.stages is not None:
+        out["stages"] = result.stages
     if result.traces:
         out["traces"] = traces_table(result)
     if result.profile is not None:

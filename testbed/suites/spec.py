@@ -80,8 +80,11 @@ class Cell:
 
     def config(self) -> dict[str, Any]:
         """The semantic config: what the cell key hashes (no labels, no paths)."""
+        train = dict(self.train)
+        if "stages" in train:
+            train["stages"] = stage_dicts(self)
         cfg = {"task": self.task, "params": dict(self.params), "method": self.method.as_dict(),
-               "model": self.model.as_dict(), "optimizer": self.optimizer.as_dict(), "train": dict(self.train),
+               "model": self.model.as_dict(), "optimizer": self.optimizer.as_dict(), "train": train,
                "seeds": list(self.seeds), "sweeps": {k: list(v) for k, v in self.sweeps}}
         if self.analyses:  # absent when empty, so cells without extra analyses keep their keys
             cfg["analyses"] = list(self.analyses)
@@ -97,7 +100,9 @@ class Cell:
 
     @property
     def total_steps(self) -> int:
-        return dict(self.train)["steps"]
+        """Training updates in all: the steps, or the sum of the stages' steps."""
+        stages = stage_dicts(self)
+        return sum(st["steps"] for st in stages) if stages else dict(self.train)["steps"]
 
 
 @dataclass(frozen=True)
@@ -241,14 +246,65 @@ def _train_fields(m: Any, where: str, err) -> dict[str, Any]:
     out = {"steps": 2000, "batch_size": 256, "evals": 40, "eval_spacing": "linear", "eval_size": 1024,
            "probe_points": 256} if where == "train" else {}
     for k, v in m.items():
+        if k == "stages":
+            out[k] = _stages(v, f"{where}.stages", err)
+            continue
         if k not in TRAIN_FIELDS:
-            raise err(f"{where}.{k}", f"unknown field; accepted: {', '.join(TRAIN_FIELDS)}")
+            raise err(f"{where}.{k}", f"unknown field; accepted: {', '.join([*TRAIN_FIELDS, 'stages'])}")
         typ = TRAIN_FIELDS[k]
         if not isinstance(v, typ) or isinstance(v, bool) or (typ is int and v < 1):
             raise err(f"{where}.{k}", "expected a positive integer" if typ is int else "expected a string", v)
         if k == "eval_spacing" and v not in ("linear", "log"):
             raise err(f"{where}.{k}", "accepted: linear, log", v)
         out[k] = v
+    return out
+
+
+STAGE_FIELDS = {"steps", "method", "optimizer", "split", "name", "lr"}
+
+
+def _stages(v: Any, fld: str, err) -> tuple:
+    """``[[train.stages]]``: a non-empty list of tables (steps; optional method, optimizer,
+    split, name, lr), as a hashable tuple of sorted (field, value) pairs per stage; a method
+    or optimizer is a name or a {name = ..., ...} table (frozen the same way)."""
+    from testbed.core.registry import freeze
+    from testbed.methods import list_methods
+    from testbed.training.optim import OPTIMIZERS
+
+    if not isinstance(v, list) or not v or not all(isinstance(x, dict) for x in v):
+        raise err(fld, "expected [[stages]] tables, each with at least 'steps'", v)
+    out = []
+    for i, st in enumerate(v):
+        _keys(st, STAGE_FIELDS, f"{fld}[{i}]", err)
+        steps = st.get("steps")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise err(f"{fld}[{i}].steps", "expected a positive integer", steps)
+        for part, known in (("method", list_methods()), ("optimizer", list(OPTIMIZERS))):
+            if part in st:
+                _components(st[part], f"{fld}[{i}].{part}s", known, err)
+        for part in ("split", "name"):
+            if part in st and not isinstance(st[part], str):
+                raise err(f"{fld}[{i}].{part}", "expected a string", st[part])
+        if "lr" in st and (not isinstance(st["lr"], int | float) or isinstance(st["lr"], bool) or st["lr"] <= 0):
+            raise err(f"{fld}[{i}].lr", "expected a positive number", st["lr"])
+        out.append(freeze(st))
+    return tuple(out)
+
+
+def stage_dicts(cell: Cell) -> list[dict[str, Any]]:
+    """A cell's stages as plain dicts (method and optimizer as {name, ...} tables), or []."""
+    def thaw(v):
+        if isinstance(v, tuple) and v and v[0] == "<map>":
+            return {k: thaw(x) for k, x in v[1:]}
+        return v
+
+    out = []
+    for st in dict(cell.train).get("stages", ()):
+        d = thaw(st)
+        for part in ("method", "optimizer"):
+            if isinstance(d.get(part), str):
+                d[part] = {"name": d[part]}
+        out.append(d)
     return out
 
 
@@ -307,6 +363,14 @@ def check_cells(cells: Sequence[Cell], path: str = "<suite>") -> None:
                 build(c)
             except TestbedError as e:
                 raise err(f"{what} of task {c.task!r}" if what != "task" else f"task {c.task!r}", str(e)) from None
+    for c in cells:  # stages: each stage's parts, and that no stage changes the model's shape
+        if stage_dicts(c):
+            from testbed.training.stages import plan_stages
+
+            try:
+                plan_stages(make_task(c.task, **dict(c.params)), cell_stages(c))
+            except TestbedError as e:
+                raise err(f"train.stages of task {c.task!r}", str(e)) from None
     for c in cells:  # what depends on the run length (a myopic cutoff, a warmup) is checked now
         try:
             make_optimizer(c.optimizer.name, **dict(c.optimizer.kwargs)).check(c.total_steps)
@@ -318,6 +382,25 @@ def check_cells(cells: Sequence[Cell], path: str = "<suite>") -> None:
                 method.extras.check(make_task(c.task, **dict(c.params)), c.total_steps)
             except TestbedError as e:
                 raise err(f"method of task {c.task!r}", str(e)) from None
+
+
+def cell_stages(cell: Cell) -> list:
+    """A cell's stages as `testbed.Stage` records with built methods and optimizers; a stage
+    without its own method or optimizer uses the cell's (its grid's)."""
+    from testbed.methods import make_method
+    from testbed.training.optim import make_optimizer
+    from testbed.training.stages import Stage
+
+    out = []
+    for st in stage_dicts(cell):
+        me = st.get("method") or cell.method.as_dict()
+        op = st.get("optimizer") or cell.optimizer.as_dict()
+        out.append(Stage(steps=st["steps"], method=make_method(me["name"], **{k: v for k, v in me.items()
+                                                                           if k not in ("name", "label")}),
+                         optimizer=make_optimizer(op["name"], **{k: v for k, v in op.items()
+                                                                 if k not in ("name", "label")}),
+                         split=st.get("split", "train"), name=st.get("name", ""), lr=st.get("lr")))
+    return out
 
 
 def _relabel(cells: list[Cell]) -> list[Cell]:

@@ -96,6 +96,8 @@ class Static:
     eval_size: int
     probe_points: int
     warm_start: bool = False  # start from given parameters instead of a fresh init
+    train_split: str = "train"  # the task split training batches are drawn from
+    data_stream: int = 0  # which of a seed's independent training-data streams (0: the usual one)
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class _Plan(NamedTuple):
 
 
 def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weight_decay, init_scale, init_params,
-          evals, eval_spacing, eval_size, probe_points) -> _Plan:
+          evals, eval_spacing, eval_size, probe_points, train_split="train", data_stream=0) -> _Plan:
     """Check a training call's arguments and lay out its runs, keys and evaluation data."""
     task = make_task(task) if isinstance(task, str) else task
     method = make_method(method)
@@ -169,6 +171,11 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {v!r}")
     optimizer.check(steps)
+    if train_split not in task.splits:
+        raise ConfigError(f"--train-split: task {task.name!r} has no split {train_split!r}; "
+                          f"splits: {', '.join(task.splits)}")
+    if not isinstance(data_stream, int) or isinstance(data_stream, bool) or data_stream < 0:
+        raise ConfigError(f"data_stream: expected an integer >= 0, got {data_stream!r}")
     if method.extras.check is not None:
         method.extras.check(task, steps)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -182,7 +189,8 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
     n_chunks = min(MAX_CHUNKS, steps + 1)
     chunk = math.ceil((steps + 1) / n_chunks)
     st = Static(task, method, model, optimizer.structure(), steps, batch_size, chunk, n_chunks,
-                eval_steps, eval_size, probe_points, warm_start=init_params is not None)
+                eval_steps, eval_size, probe_points, warm_start=init_params is not None,
+                train_split=train_split, data_stream=data_stream)
 
     runs = [(h, s) for h in range(len(grid)) for s in seed_list]
     devices = jax.devices()
@@ -214,8 +222,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
           weight_decay: float | Sequence[float] | None = None,
           init_scale: float | Sequence[float] | None = None, init_params: Any = None,
           evals: int = 50, eval_spacing: str = "linear",
-          eval_size: int = 1024, probe_points: int = 256, quiet: bool = False,
-          on_progress: Callable[[int, int], None] | None = None) -> RunResult:
+          eval_size: int = 1024, probe_points: int = 256, train_split: str = "train", data_stream: int = 0,
+          quiet: bool = False, on_progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Train many small models at once and record what happened.
 
     Runs are the product of seeds and the hyperparameter grid (``lr`` x
@@ -241,6 +249,10 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         eval_spacing: ``linear`` or ``log``.
         eval_size: evaluation examples per split (fixed across runs and evaluations).
         probe_points: probe inputs (a grid over the domain) whose predictions are recorded.
+        train_split: the task split training batches are drawn from (e.g. fine-tune on an
+            OOD split); evaluations cover every split as always.
+        data_stream: which of each seed's independent streams of training batches to use;
+            0 is the usual one, stages of `testbed.train_stages` use 0, 1, 2, ...
         quiet: no progress bar.
         on_progress: called with (steps done, total) after each chunk.
 
@@ -249,7 +261,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
     """
     plan = _plan(task, method, model, optimizer, steps=steps, batch_size=batch_size, seeds=seeds, lr=lr,
                  weight_decay=weight_decay, init_scale=init_scale, init_params=init_params, evals=evals,
-                 eval_spacing=eval_spacing, eval_size=eval_size, probe_points=probe_points)
+                 eval_spacing=eval_spacing, eval_size=eval_size, probe_points=probe_points,
+                 train_split=train_split, data_stream=data_stream)
     task, method, model, optimizer, st, seed_list, grid, runs, devices, keys, hp, data, p0, by_run, replicated, \
         eval_steps = plan
     n_chunks, chunk = st.n_chunks, st.chunk
@@ -297,6 +310,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         "init_scale": sorted({g[2] for g in grid}), "evals": evals, "eval_spacing": eval_spacing,
         "eval_size": eval_size, "probe_points": probe_points,
     }
+    if train_split != "train" or data_stream:  # absent by default: configs of plain calls unchanged
+        config.update(train_split=train_split, data_stream=data_stream)
     return build_history(
         task=task, config=config, runs=runs, grid=grid, eval_steps=np.asarray(eval_steps),
         metric_names=_metric_names(task, method),
@@ -418,6 +433,8 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> Program:
 
     def init_run(key, h: HParams, p0) -> Carry:
         k_init, k_data = jax.random.split(key)
+        if st.data_stream:
+            k_data = jax.random.fold_in(k_data, st.data_stream)
         params = nnx.state(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(k_init)))
         if st.warm_start:
             params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, p0)
@@ -466,7 +483,7 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> Program:
             active = (t < st.steps) & (c.diverged_at < 0)
             if method.extras.halt_freezes:
                 active &= c.halted_at < 0
-            batch = task.sample(jax.random.fold_in(c.data_key, t), st.batch_size, "train")
+            batch = task.sample(jax.random.fold_in(c.data_key, t), st.batch_size, st.train_split)
             (loss, aux), grads = jax.value_and_grad(method.train_loss, argnums=2, has_aux=True)(
                 task, apply, c.params, batch, ctx)
             halted_at = c.halted_at

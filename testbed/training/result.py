@@ -51,6 +51,8 @@ class RunResult:
             compiled it or reused it), wall_s (the whole call), run_s (the training
             alone, without compiling), runs, devices.
         provenance: platform, devices, package versions, git commit.
+        stages: for a staged run (`testbed.train_stages`), one row per stage: stage, name,
+            start (its first step), steps, stage_method, stage_optimizer, split; None otherwise.
     """
 
     config: dict
@@ -68,6 +70,7 @@ class RunResult:
     provenance: dict = field(default_factory=dict)
     traces: dict = field(default_factory=dict)
     profile: pd.DataFrame | None = None
+    stages: pd.DataFrame | None = None
 
     def model(self, run: int = 0) -> nnx.Module:
         """The trained NNX module of one run."""

@@ -31,14 +31,16 @@ def probe_table(task, result) -> pd.DataFrame:
     ri, ei, pi, oi = (a.ravel() for a in np.meshgrid(np.arange(r1), np.arange(n_e), np.arange(n_probe),
                                                       np.arange(n_out), indexing="ij"))
     split_names = np.array(list(task.splits) + ["none"])
+    piece_names = np.array(list(task.pieces) + ["none"])
+    piece = np.asarray(result.probe.piece)
     df = pd.DataFrame({
         **{c: first[c].to_numpy()[ri] for c in RUN}, "step": result.eval_steps[ei], "probe": pi,
         "kind": np.where(pi < result.probe_grid, "grid", "ood"),
-        "split": split_names[result.probe_split[pi]],
+        "split": split_names[result.probe_split[pi]], "piece": piece_names[np.where(piece[pi] >= 0, piece[pi], -1)],
         "x0": x[pi, 0], "x1": x[pi, 1] if x.shape[1] > 1 else np.nan,
         "output": oi, "y": y[pi, oi], "pred": preds[ri, ei, pi, oi],
     })
-    for c in ("kind", "split"):
+    for c in ("kind", "split", "piece"):
         df[c] = df[c].astype("category")
     return df
 

@@ -85,3 +85,22 @@ def test_probe_target_column_variants():
     assert list(t["probes"].columns).count("target") == 1 and "y" in t["probes"].columns  # kind + value
     fig = probe_trajectory(t, "line1d", "mse")
     assert len(with_gid(fig, "probe_heatmap")) == 1
+
+
+@pytest.mark.parametrize("task", ["line1d", "dist1d", "grid2d"])
+def test_velocity_curves_under_the_loss_with_escapes(tables, task):
+    from testbed.analyses.probes.figures import velocity_curves
+
+    cells = tables["probes"][tables["probes"]["task"] == task][["cell"]].drop_duplicates()
+    rows = cells.assign(run=0, seed=0, plateau=0, start=0.0, end=5.0, duration=5.0, level=1.0, drop=1.0, ended=True,
+                        drop_step=7.0)
+    fig = velocity_curves({**tables, "plateau_rows": rows}, task)
+    lines = with_gid(fig, "velocity:all")
+    assert len(lines) == len(cells)  # one run per method
+    for ln in lines:
+        y = ln.get_ydata()
+        assert np.all(y > 0) and np.all(np.diff(y) <= 1e-12)  # the synthetic predictions settle: velocity falls
+    escapes = with_gid(fig, "escape")
+    assert len(escapes) == 2 * len(cells) and all(ln.get_xdata()[0] == 7.0 for ln in escapes)  # both panels
+    top, bottom = [ax for ax in fig.axes if ax.get_visible()][:2]
+    assert bottom.get_yscale() == "log" and top.get_xlim() == bottom.get_xlim()

@@ -53,8 +53,10 @@ def test_suite_figures(tables):
     heads = [f.caption.split("\n", 1)[0] for f in figs]
     assert heads[:3] == ["Final OOD vs train error", "Final error per piece",
                          "OOD attribution: which behaviour the final predictions follow"]
-    assert len(figs) == 3 + 2 * len(TASKS)
-    assert heads[3:5] == ["line1d: mse over training", "line1d: predictions over training"]
+    assert len(figs) == 3 + 4 * len(TASKS)  # per task: loss curves, run curves, predictions, probe velocity
+    assert heads[3:7] == ["line1d: mse over training",
+                          "line1d: every run's per-update training loss, with what the plateau detector found",
+                          "line1d: predictions over training", "line1d: how fast the predictions move, under the loss"]
     assert all(isinstance(f.figure, Figure) for f in figs)
     assert all("Look for" in f.caption for f in figs)
 

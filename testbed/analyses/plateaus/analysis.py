@@ -142,6 +142,11 @@ def _figures(tables: dict) -> list[Figure]:
             continue
         primary = task_facts(tables, task)["primary"]
         out.append(Figure("loss_curves", figures.CAPTION.format(task=task, primary=primary), fig, task))
+        try:
+            out.append(Figure("run_curves", figures.RUNS_CAPTION.format(task=task), figures.run_curves(tables, task),
+                              task))
+        except ValueError:
+            pass
     return out
 
 

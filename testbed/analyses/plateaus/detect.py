@@ -43,8 +43,9 @@ converged):
    between it and the next band at least as slow (a one-sided prominence), and
    likewise before it unless nothing before it is as slow (the run starts on it, or
    falls fast into it). It extends over the neighbouring bands within a factor
-   ``contrast`` of its dwell, lasts at least ``max(smooth, 3)`` points, and the loss
-   later falls ``min_drop`` below its level (it is escaped). Stalls closer in level
+   3 of its dwell, lasts at least ``smooth`` points, does not bounce (its smoothed loss
+   never rises more than ``max(min_drop, 2h)`` above its median), and the loss later
+   falls ``min_drop`` below its level and stays there (it is escaped). Stalls closer in level
    than ``min_drop`` are one stall. A steady exponential decay (a straight line in log
    space) has the same dwell in every band and a power law a rising one: neither stalls.
 5. Each stall's ``level`` is the mean raw loss on it; its ``drop`` is its median ``z``
@@ -53,7 +54,9 @@ converged):
 6. The final stretch: after the last escape, the points whose fit is within
    ``max(h / 2, s_z)`` of the level the run ends at. Converged when that level is at
    the floor; stuck when not converged and it lasts at least ``stuck_frac`` of the run.
-7. Bumps, on ``z``: an excursion above its running minimum by more than
+7. Bumps: on a wider running median (``4 smooth + 1`` points) of the log-loss floored at
+   1e-6 of the initial loss (not the zero-loss floor: an optimizer's spikes after
+   convergence count), an excursion above its running minimum by more than
    ``log(1 + bump)`` (plus the noise the running minimum of a noisy curve drifts by)
    that comes back below half of that.
 
@@ -67,7 +70,9 @@ drop times within 12% of the closed form of Saxe et al. 2014; 200 log-spaced eva
 of minibatch runs miss the short stall between the two strongest modes in 1-2 of 8 runs
 (400 evaluations: none). Limits: a steady decay sampled so coarsely that noise per
 sample exceeds the fall per sample can show a false stall; a stall needs at least
-``max(smooth, 3)`` samples. tests/test_plateaus.py checks these and the properties
+``max(smooth, 3)`` samples; in per-update curves, the rebounds of an oscillating early
+descent (Adam overshooting in its first tens of updates) can pass for short stalls:
+`testbed.analyses.plateaus.figures.run_curves` shows every run with its stalls. tests/test_plateaus.py checks these and the properties
 above (hypothesis).
 """
 
@@ -85,7 +90,10 @@ CONFIG_COLUMNS = (*COMPONENTS, *SWEPT)
 PLATEAU_COLUMNS = ["plateau", "start", "end", "duration", "level", "drop", "ended", "drop_step"]
 CONTRAST = 8.0  # a stall is this many times slower (per unit of log-loss) than the drop that ends it
 EXTENT = 3.0  # a stall covers the bands whose dwell is within this factor of its slowest band
-NOISE_WINDOW = 41  # points over which the local noise of the log-loss is estimated
+NOISE_WINDOW = 41
+MIN_POINTS = 1  # a stall spans at least this many times `smooth` samples (3 would drop sparse log-spaced stalls)
+BUMP_WINDOW = 4  # bumps are read on a running median of BUMP_WINDOW * smooth + 1 samples
+BUMP_FLOOR = 1e-6  # ... of the loss above zero, floored at this fraction of the initial loss  # points over which the local noise of the log-loss is estimated
 
 
 class Plateau(NamedTuple):
@@ -220,7 +228,7 @@ def read_curve(steps: Sequence[float] | np.ndarray, losses: Sequence[float] | np
     neg = -g  # non-decreasing: searchsorted works on it
     unclipped = y > math.log(floor)
     h = max(resolution, 2.5 * float(np.median(sig_z[unclipped])) if unclipped.any() else 0.0)
-    found = _stalls(t, g, z, neg, h, contrast, min_drop, math.log(floor), max(int(smooth), 3))
+    found = _stalls(t, g, z, neg, h, contrast, min_drop, math.log(floor), max(MIN_POINTS * int(smooth), 3))
     after = found[-1][3] if found else 0
     eps = np.maximum(h / 2.0, sig_z)
 
@@ -247,8 +255,15 @@ def read_curve(steps: Sequence[float] | np.ndarray, losses: Sequence[float] | np
         stalls.append(Plateau(start=float(t[a]), end=float(t[b]), duration=float(t[b] - t[a]),
                               level=float(raw[a:b + 1].mean()), drop=float(lv - nxt), ended=True,
                               drop_step=_first_crossing(t[b:], z[b:], target)))
-    rise = math.log1p(bump) + sig_z * (np.sqrt(2.0 * np.log(np.arange(n) + 2.0)) + 2.0)
-    return Curve(stalls, final, _bumps(t, z, rise), float(t[-1]))
+    # Bumps on a wider running median: a rise that lasts, not the spikes of heavy-tailed batch noise.
+    # They are read below the zero-loss floor too (down to BUMP_FLOOR of the initial loss): an
+    # optimizer's spikes after convergence are bumps, float noise further down is not.
+    wide_window = BUMP_WINDOW * max(int(smooth), 1) + 1
+    yb = np.log(np.maximum(above, BUMP_FLOOR * l0))
+    zb = _running_median(yb, wide_window)
+    sig_b = 1.25 * _local_noise(yb) / math.sqrt(wide_window)
+    rise = math.log1p(bump) + sig_b * (np.sqrt(2.0 * np.log(np.arange(n) + 2.0)) + 2.0)
+    return Curve(stalls, final, _bumps(t, zb, rise), float(t[-1]))
 
 
 def plateaus(steps: Sequence[float] | np.ndarray, losses: Sequence[float] | np.ndarray,
@@ -351,6 +366,8 @@ def _stalls(t, g, z, neg, h, contrast, min_drop, floor_log, min_points) -> list[
         if i1 - i0 + 1 < min_points:
             continue  # too few points to tell a stall from the spacing of the samples
         lv = float(np.median(z[i0:i1 + 1]))
+        if float(np.max(z[i0:i1 + 1])) - lv > max(min_drop, 2.0 * h):
+            continue  # the loss bounces up and down here (an oscillating descent), it does not sit still
         k = int(np.searchsorted(neg, -(lv - min_drop), side="left"))
         # Escaped only when the loss clearly stays below: the fit's end can dip by noise alone.
         # (Fewer points than that after the drop are enough when they are at the floor.)
@@ -407,23 +424,25 @@ def _isotonic_decreasing(z: np.ndarray) -> np.ndarray:
 
 
 def _bumps(t: np.ndarray, z: np.ndarray, rise: np.ndarray) -> list[Bump]:
-    """Excursions of ``z`` above its running minimum by more than ``rise`` (per point) that
-    come back below ``running_min + rise / 2``."""
-    m = np.minimum.accumulate(z)
-    out, start, peak = [], None, 0.0
+    """Excursions of ``z`` above its baseline by more than ``rise`` (per point) that come back
+    below ``baseline + rise / 2``. The baseline is the running minimum of the curve's
+    non-increasing least-squares fit: the level training had reached, not the deepest dip
+    of its noise."""
+    m = np.minimum.accumulate(_isotonic_decreasing(z))
+    out, start = [], None
     for i in range(len(z)):
         gap = z[i] - m[i]
         if start is None:
             if gap > rise[i]:
-                start, peak = i, gap
-        else:
-            peak = max(peak, gap)
-            if gap <= rise[start] / 2.0:
-                begin = start
-                while begin > 0 and z[begin - 1] - m[begin - 1] > rise[start] / 2.0:
-                    begin -= 1
-                out.append(Bump(float(t[begin]), float(t[i]), float(math.expm1(peak))))
-                start = None
+                start = i
+        elif gap <= rise[start] / 2.0:
+            begin = start
+            while begin > 0 and z[begin - 1] - m[begin - 1] > rise[start] / 2.0:
+                begin -= 1
+            # height: the peak over the lowest loss reached before the bump
+            before = float(np.min(z[:begin + 1]))
+            out.append(Bump(float(t[begin]), float(t[i]), float(math.expm1(float(np.max(z[begin:i + 1])) - before))))
+            start = None
     return out
 
 

@@ -3,6 +3,8 @@
 * `loss_curves`: one task's primary metric over training, per method, with the train
   split and each OOD split as panels (mean over seeds, 95% CI bands), and optionally
   the plateaus found in each run (``testbed.analyses.plateaus``) under the curves.
+* `run_curves`: every run's per-update loss, a panel per method label, with the stalls
+  the detector found drawn at their level: typical curves, and a check of the detector.
 
 `CAPTION` is the figure's report caption (a template: ``{task}``, ``{primary}``).
 """
@@ -24,10 +26,12 @@ from testbed.analyses.figkit import (
     log_floor,
     log_spaced,
     log_ticks,
+    mark_stages,
     method_labels,
     palette,
     seeds_note,
     split_order,
+    stage_starts,
     step_axis,
     suite_figure,
     task_facts,
@@ -35,7 +39,7 @@ from testbed.analyses.figkit import (
 )
 from testbed.core.style import split_colors, style
 
-__all__ = ["CAPTION", "loss_curves"]
+__all__ = ["CAPTION", "RUNS_CAPTION", "loss_curves", "run_curves"]
 
 CAPTION = (
     "{task}: {primary} over training\n"
@@ -86,8 +90,13 @@ def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFra
                             + ", bands: 95% bootstrap CI", *seeds_note(tables, task)]
                            + (["steps log-spaced (symlog x axis)"] if logx else []))]
     rug = plateaus is not None and not plateaus.empty
+    starts = stage_starts(tables, labels.loc[labels["task"] == task, "cell"].unique())
+    n_entries = len(d["label"].dropna().unique()) + 2 + bool(starts) + 2 * rug
+    legend_cols = 2 if n_entries > 16 else 1
     with style():
-        fig = suite_figure(f"{task}: {primary} over training", meta, 2.55 * nrows + 0.3)
+        # tall enough for the legend beside the panels (0.2 in a row)
+        fig = suite_figure(f"{task}: {primary} over training", meta,
+                           max(2.55 * nrows + 0.3, 0.2 * math.ceil(n_entries / legend_cols) + 0.5))
         axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
         order = label_order(d["label"].dropna(), pal)
         for i, split in enumerate(splits):
@@ -106,6 +115,7 @@ def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFra
             ax.set_ylabel(primary if i % ncols == 0 else "")
             if rug:
                 _draw_plateau_rug(ax, plateaus, tables, task, labels, pal, order)
+            mark_stages(ax, starts, label=i == 0)
         for ax in axes.flat[n:]:
             ax.set_visible(False)
         if not logy:
@@ -114,6 +124,8 @@ def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFra
             log_ticks(axes.flat[0].yaxis, axes.flat[0].get_ylim())  # shared: all panels
         handles = [Line2D([], [], color=pal[lab], lw=2, label=lab) for lab in order]
         handles.append(Patch(facecolor="#888888", alpha=0.3, label="95% CI over seeds"))
+        if starts:
+            handles.append(Line2D([], [], color="#222222", lw=1.0, ls=(0, (4, 2)), label="a training stage starts"))
         if rug:
             handles.append(Line2D([], [], color="#555555", lw=2.2, solid_capstyle="butt",
                                   label="stall, escaped (rug: a row per run)"))
@@ -121,7 +133,7 @@ def loss_curves(tables: dict[str, pd.DataFrame], task: str, plateaus: pd.DataFra
                 handles.append(Line2D([], [], color="#555555", lw=2.2, ls=(0, (1, 1)), alpha=0.6,
                                       label="stuck at the end"))
         axes.flat[min(ncols, n) - 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1.0),
-                                            borderaxespad=0.0, frameon=False, title="method")
+                                            borderaxespad=0.0, frameon=False, title="method", ncols=legend_cols)
     return fig
 
 
@@ -173,3 +185,72 @@ def _draw_plateau_rug(ax, plateaus, tables, task, labels, pal, order) -> None:
         ax.plot([r.start, r.end], [y, y], transform=tr, color=pal.get(r.label, "#555555"), lw=1.8,
                 solid_capstyle="butt", alpha=0.45 if stuck else 0.85, ls=(0, (1, 1)) if stuck else "-",
                 zorder=5, gid="stuck" if stuck else "plateau")
+
+
+RUNS_CAPTION = (
+    "{task}: every run's per-update training loss, with what the plateau detector found\n"
+    "One panel per method label, one thin line per seed; black bars: escaped stalls at their level (from start to "
+    "end), dotted: the stretch a run is stuck on at the end; panel titles: stalls per run, runs stuck, runs at zero "
+    "loss, bumps per run.\n"
+    "Look for: whether the marked stalls are the plateaus you see (and nothing else is), how many each run goes "
+    "through, and which labels end stuck above zero.")
+
+
+def run_curves(tables: dict[str, pd.DataFrame], task: str, max_points: int = 600) -> Figure:
+    """Per method label of a task, the per-update training loss of every run (``batch_loss``,
+    thinned to ``max_points`` per run) with the detected stalls (``plateau_rows``) drawn as
+    bars at their level, and the label's stall/stuck/zero-loss/bump numbers (``plateaus``)
+    in its title. Raises ValueError when the task has no per-update losses."""
+    bl = tables.get("batch_loss")
+    labels = method_labels(tables)
+    cells = labels.loc[labels["task"] == task, "cell"].unique()
+    if bl is None or bl.empty or not bl["cell"].isin(cells).any():
+        raise ValueError(f"run_curves: no per-update losses for task {task!r}")
+    pal = palette(labels)
+    bl = with_labels(bl[bl["cell"].isin(cells)], labels)
+    order = label_order(bl["label"].dropna(), pal)
+    rows = tables.get("plateau_rows")
+    rows = with_labels(rows[rows["cell"].isin(cells)], labels) if rows is not None and len(rows) else None
+    per_run = tables.get("plateaus")
+    per_run = with_labels(per_run[per_run["cell"].isin(cells)], labels) if per_run is not None else None
+    n = len(order)
+    ncols = min(n, 4)
+    nrows = math.ceil(n / ncols)
+    meta = [f"per-update training loss (the method's objective; batch_loss)   |   {seeds_note(tables, task)[0]}",
+            "black bars: escaped stalls at their level; dotted: stuck at the end   |   title: stalls per run, stuck, "
+            "zero loss, bumps per run"]
+    with style():
+        fig = suite_figure(f"{task}: per-run loss curves and detected stalls", meta, 1.9 * nrows + 0.3)
+        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+        lo = log_floor(bl["value"])
+        for i, lab in enumerate(order):
+            ax = axes.flat[i]
+            ax.set_yscale("log")
+            sub = bl[bl["label"] == lab]
+            for _, run in sub.groupby(["cell", "run"], observed=True, sort=True):
+                run = run.sort_values("step")
+                k = max(1, len(run) // max_points)
+                ax.plot(run["step"].to_numpy()[::k], np.clip(run["value"].to_numpy()[::k], lo, None),
+                        color=pal[lab], lw=0.7, alpha=0.55)
+            if rows is not None:
+                for r in rows[rows["label"] == lab].itertuples():
+                    stuck = not r.ended
+                    ax.plot([r.start, r.end], [max(r.level, lo)] * 2, color="#111111", lw=2.0 if not stuck else 1.6,
+                            ls=(0, (1, 1)) if stuck else "-", solid_capstyle="butt", zorder=5,
+                            gid="stuck" if stuck else "stall")
+            title = lab
+            if per_run is not None and "stalls" in per_run.columns:
+                q = per_run[per_run["label"] == lab]
+                if len(q):
+                    title += (f"\n{q['stalls'].mean():.1f} stalls, {q['stuck'].mean():.0%} stuck, "
+                              f"{q['reached_zero'].mean():.0%} zero, {q['bumps'].mean():.1f} bumps")
+            ax.set_title(title, fontsize=8, color=pal[lab], loc="left")
+            if i % ncols == 0:
+                ax.set_ylabel("batch loss")
+            if i // ncols == nrows - 1 or i + ncols >= n:
+                ax.set_xlabel("training step")
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        if len(bl):
+            log_ticks(axes.flat[0].yaxis, axes.flat[0].get_ylim())
+    return fig

@@ -3,6 +3,8 @@
 * `probe_trajectory`: per method a row of what the model predicts at the grid probes
   over training, with the loss of the same runs below; 1-D inputs drawn here (heatmaps
   over step and input), 2-D inputs in `testbed.analyses.probes.fields`.
+* `velocity_curves`: how fast those predictions move (`testbed.analyses.probes.velocity`)
+  under the loss, with the runs' stall escapes marked.
 
 `CAPTION` is the figure's report caption (a template: ``{task}``).
 """
@@ -21,9 +23,12 @@ from matplotlib.patches import Patch
 from testbed.analyses.figkit import (
     legend,
     log_spaced,
+    log_ticks,
+    mark_stages,
     method_labels,
     palette,
     split_order,
+    stage_starts,
     step_axis,
     suite_figure,
     task_facts,
@@ -38,13 +43,14 @@ from testbed.analyses.probes.runs import (
     log_softmax,
     probe_runs,
     run_curves,
+    split_dashes,
     split_label,
     train_intervals,
     traj_meta,
 )
 from testbed.core.style import cell_edges, run_bounds, split_colors, style
 
-__all__ = ["CAPTION", "probe_trajectory", "train_intervals"]
+__all__ = ["CAPTION", "VELOCITY_CAPTION", "probe_trajectory", "train_intervals", "velocity_curves"]
 
 CAPTION = (
     "{task}: predictions over training\n"
@@ -106,7 +112,8 @@ def probe_trajectory(tables: dict[str, pd.DataFrame], task: str, method: str | S
     with style():
         if two_d:
             return trajectory_2d(task, info, cubes, curves, splits, pal, logx)
-        return _trajectory_1d(task, info, cubes, curves, splits, pal, logx)
+        return _trajectory_1d(task, info, cubes, curves, splits, pal, logx,
+                              stage_starts(tables, [f["cell"] for _, _, f in picks]))
 
 
 # -- 1-D inputs: heatmaps over (step, x0) -----------------------------------------------------
@@ -127,7 +134,7 @@ def _pick_probes(xs: np.ndarray, sp: np.ndarray, n: int = 3) -> list[int]:
     return list(dict.fromkeys(picks))[:n]
 
 
-def _trajectory_1d(task, info, cubes, curves, splits, pal, logx) -> Figure:
+def _trajectory_1d(task, info, cubes, curves, splits, pal, logx, stages=()) -> Figure:
     target = info["target"]
     M = len(cubes)
     ocol = split_colors(splits)
@@ -183,6 +190,9 @@ def _trajectory_1d(task, info, cubes, curves, splits, pal, logx) -> Figure:
     class_ticks(cb, target)
     lax = fig.add_subplot(gs[M, 0], sharex=heat_axes[0])
     dash = draw_run_curves(lax, curves, splits, pal, info["primary"], logx)
+    mark_stages(lax, stages)
+    for ax in heat_axes:
+        mark_stages(ax, stages, label=False)
     lax.set_title(f"{info['primary']} of the runs shown", loc="left", fontsize=8.5)
     handles: list = [Line2D([], [], color=pal[lab], lw=2) for lab, _, _ in cubes]
     labels = [lab for lab, _, _ in cubes]
@@ -246,3 +256,84 @@ def _draw_final_profile(ax, cubes, vals, tvals, splits, pal, integer, target, no
     ax.set_xlabel("x" + (" (integer)" if integer else ""))
     ax.set_title("final prediction (solid) vs target (dashed)" if target != "class"
                  else "final: argmax = label (1) or not (0)", fontsize=8.5)
+
+
+# -- probe velocity under the loss ------------------------------------------------------------
+
+VELOCITY_CAPTION = (
+    "{task}: how fast the predictions move, under the loss\n"
+    "One run per method (first seed). Top: the primary metric of those runs (line style: split). Bottom: "
+    "probe velocity, the RMS change of the predictions at the probe inputs per training step between "
+    "evaluations (log-softmax for distribution and class targets), over all probes (solid) and per OOD "
+    "split's probes (line style); vertical lines: each run's stall escapes (the detected drop steps).\n"
+    "Look for: velocity peaks at the escapes (the function changes when the loss drops) or movement "
+    "during a stall (the model reorganizes without lowering the loss); OOD probes that keep moving "
+    "after the train loss has settled.")
+
+
+def velocity_curves(tables: dict[str, pd.DataFrame], task: str, method: str | Sequence[str] | None = None
+                    ) -> Figure | None:
+    """Probe velocity (``probe_velocity`` table, or computed from ``probes``) of one run per
+    method under the loss of the same runs, with the runs' stall escapes (``plateau_rows``)
+    marked. Returns None when the task has no probe velocity to draw."""
+    from testbed.analyses.probes.velocity import probe_velocity
+
+    picks = probe_runs(tables, task, method)
+    if not picks:
+        return None
+    info = task_facts(tables, task)
+    pal = palette(method_labels(tables))
+    splits = split_order(tables, task)
+    vel = tables.get("probe_velocity")
+    if vel is None:
+        p = tables["probes"]
+        vel = probe_velocity(p[p["task"] == task], by=("cell",), target=info["target"])
+    curves = run_curves(tables, task, picks, info["primary"])
+    rows = tables.get("plateau_rows")
+    dash = {"all": "solid", **{s: d for s, d in split_dashes(splits).items() if s != "train"}}
+    n_entries = len(picks) + len(dash) + 1
+    with style():
+        fig = suite_figure(f"{task}: probe velocity under the loss",
+                           [f"probe velocity   |   target: {info['target']}   |   model: {', '.join(info['models'])}",
+                            f"one run per method (its first seed, {len(picks)} runs); top: the primary metric "
+                            f"({info['primary']}) of those runs"],
+                           max(5.4, 0.2 * n_entries + 0.6))
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (1.0, 1.25)})
+        logx = log_spaced(curves["step"]) if len(curves) else False
+        draw_run_curves(top, curves, splits, pal, info["primary"], logx)
+        top.set_xlabel("")
+        drawn = False
+        for lab, _, facts in picks:
+            v = vel[(vel["cell"] == facts["cell"]) & (vel["run"] == facts["run"]) & (vel["piece"] == "all")]
+            for split, style_ in dash.items():
+                s = v[v["split"] == split].sort_values("step")
+                y = s["velocity"].to_numpy(np.float64)
+                ok = np.isfinite(y) & (y > 0)
+                if ok.any():
+                    bottom.plot(s["step"].to_numpy()[ok], y[ok], color=pal[lab], ls=style_, lw=1.4 if split == "all"
+                                else 1.1, gid=f"velocity:{split}")
+                    drawn = True
+            if rows is not None and not rows.empty:
+                esc = rows[(rows["cell"] == facts["cell"]) & (rows["run"] == facts["run"]) & rows["ended"].astype(bool)]
+                for st in esc["drop_step"].dropna():
+                    for ax in (top, bottom):
+                        ax.axvline(st, color=pal[lab], lw=0.9, ls=":", alpha=0.9, zorder=0, gid="escape")
+        if not drawn:
+            return None
+        starts = stage_starts(tables, [f["cell"] for _, _, f in picks])
+        mark_stages(top, starts)
+        mark_stages(bottom, starts, label=False)
+        bottom.set_yscale("log")
+        log_ticks(bottom.yaxis, bottom.get_ylim())
+        step_axis(bottom, logx, curves["step"].max() if len(curves) else None)
+        bottom.set_ylabel("probe velocity\n(RMS change per step)")
+        bottom.set_xlabel("training step")
+        handles = [Line2D([], [], color=pal[lab], lw=2) for lab, _, _ in picks]
+        labels = [lab for lab, _, _ in picks]
+        for split, style_ in dash.items():
+            handles.append(Line2D([], [], color="#444444", ls=style_, lw=1.3))
+            labels.append("all probes" if split == "all" else f"{split} probes (OOD)")
+        handles.append(Line2D([], [], color="#444444", ls=":", lw=1.0))
+        labels.append("stall escape (drop step)")
+        fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=8)
+    return fig
