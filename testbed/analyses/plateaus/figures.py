@@ -196,7 +196,7 @@ RUNS_CAPTION = (
     "through, and which labels end stuck above zero.")
 
 
-def run_curves(tables: dict[str, pd.DataFrame], task: str, max_points: int = 600) -> Figure:
+def run_curves(tables: dict[str, pd.DataFrame], task: str, max_points: int = 300) -> Figure:
     """Per method label of a task, the per-update training loss of every run (``batch_loss``,
     thinned to ``max_points`` per run) with the detected stalls (``plateau_rows``) drawn as
     bars at their level, and the label's stall/stuck/zero-loss/bump numbers (``plateaus``)
@@ -214,7 +214,7 @@ def run_curves(tables: dict[str, pd.DataFrame], task: str, max_points: int = 600
     per_run = tables.get("plateaus")
     per_run = with_labels(per_run[per_run["cell"].isin(cells)], labels) if per_run is not None else None
     n = len(order)
-    ncols = min(n, 4)
+    ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
     meta = [f"per-update training loss (the method's objective; batch_loss)   |   {seeds_note(tables, task)[0]}",
             "black bars: escaped stalls at their level; dotted: stuck at the end   |   title: stalls per run, stuck, "
@@ -242,9 +242,9 @@ def run_curves(tables: dict[str, pd.DataFrame], task: str, max_points: int = 600
             if per_run is not None and "stalls" in per_run.columns:
                 q = per_run[per_run["label"] == lab]
                 if len(q):
-                    title += (f"\n{q['stalls'].mean():.1f} stalls, {q['stuck'].mean():.0%} stuck, "
-                              f"{q['reached_zero'].mean():.0%} zero, {q['bumps'].mean():.1f} bumps")
-            ax.set_title(title, fontsize=8, color=pal[lab], loc="left")
+                    title += (f"\n{q['stalls'].mean():.1f} stalls · {q['stuck'].mean():.0%} stuck · "
+                              f"{q['reached_zero'].mean():.0%} zero · {q['bumps'].mean():.1f} bumps")
+            ax.set_title(title, fontsize=7.5, color=pal[lab], loc="left")
             if i % ncols == 0:
                 ax.set_ylabel("batch loss")
             if i // ncols == nrows - 1 or i + ncols >= n:
