@@ -100,6 +100,10 @@ def train_cmd(
     clip: Annotated[float | None, typer.Option(help="Gradient clipping (global norm).")] = None,
     seeds: Annotated[int, typer.Option(help="Number of seeds.")] = 8,
     steps: Annotated[int, typer.Option(help="Training updates.")] = 5000,
+    stage: Annotated[list[str] | None, typer.Option(
+        help="Train in stages instead of --steps: STEPS[:METHOD[:SPLIT]], repeatable, e.g. --stage 2000 "
+             "--stage 1000:routing:extrapolate (a stage without a method keeps the previous one's; the "
+             "first's is --method).")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per update.")] = 256,
     evals: Annotated[int, typer.Option(help="Evaluation points.")] = 50,
     eval_spacing: Annotated[str, typer.Option(help="linear or log.")] = "linear",
@@ -120,9 +124,15 @@ def train_cmd(
     mth = testbed.make_method(method, **_key_values(method_arg or [], "--method-arg"))
     mdl = testbed.make_model(model, **model_kwargs)
     opt = testbed.make_optimizer(optimizer, schedule=schedule, warmup_steps=warmup_steps, clip=clip)
-    result = testbed.train(task, mth, mdl, opt, steps=steps, batch_size=batch_size, seeds=seeds,
-                           lr=lr or None, weight_decay=weight_decay or None, init_scale=init_scale or None,
-                           evals=evals, eval_spacing=eval_spacing, quiet=quiet)
+    if stage:
+        result = testbed.train_stages(task, [_stage_arg(text, i, mth if i == 0 else None, opt, lr)
+                                             for i, text in enumerate(stage)], mdl, batch_size=batch_size,
+                                      seeds=seeds, weight_decay=weight_decay or None, init_scale=init_scale or None,
+                                      evals=evals, eval_spacing=eval_spacing, quiet=quiet)
+    else:
+        result = testbed.train(task, mth, mdl, opt, steps=steps, batch_size=batch_size, seeds=seeds,
+                               lr=lr or None, weight_decay=weight_decay or None, init_scale=init_scale or None,
+                               evals=evals, eval_spacing=eval_spacing, quiet=quiet)
     summary = result.summary()
     typer.echo(markdown_table(summary, floatfmt=".4g"))
     diverged = int((result.runs["diverged_step"] >= 0).sum())
@@ -132,6 +142,18 @@ def train_cmd(
     t = result.timing
     compiled = f"compile {t['compile_s']:.1f}s" if t.get("compiled", True) else "compiled program reused"
     typer.echo(f"{compiled}, train {t.get('run_s', t['wall_s']):.1f}s; wrote {path}")
+
+
+def _stage_arg(text: str, i: int, method, optimizer, lr):
+    """``--stage STEPS[:METHOD[:SPLIT]]`` -> a `testbed.Stage` (the first stage gets --method)."""
+    import testbed
+
+    parts = text.split(":")
+    if not 1 <= len(parts) <= 3 or not parts[0].isdigit() or int(parts[0]) < 1:
+        _fail(f"--stage: expected STEPS[:METHOD[:SPLIT]] with STEPS a positive integer, got {text!r}")
+    method = parts[1] if len(parts) > 1 and parts[1] else method
+    split = parts[2] if len(parts) > 2 and parts[2] else "train"
+    return testbed.Stage(steps=int(parts[0]), method=method, optimizer=optimizer, split=split, lr=lr or None)
 
 
 def _key_values(items: list[str], flag: str) -> dict:

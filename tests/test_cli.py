@@ -39,6 +39,9 @@ def test_tasks_lists_every_task(monkeypatch, capsys):
     (["train", "--task", "step", "--method", "myopic", "-m", "cutoff=50", "--steps", "100"],
      "cutoff=50 is outside the run: 100 steps of 10 are 10 epochs"),
     (["train", "--task", "step", "--method", "mse", "-m", "bins=3"], "unexpected keyword"),
+    (["train", "--task", "step", "--stage", "ten"], "--stage: expected STEPS[:METHOD[:SPLIT]]"),
+    (["train", "--task", "step", "--stage", "10", "--stage", "10:ce"], "stages[1].method: 'ce' changes the model"),
+    (["train", "--task", "step", "--stage", "10::nope"], "stages[0].split"),
     (["compare", "no/such/folder"], "not a suite results folder"),
     (["--tasks-dir", "no/such/folder", "tasks"], "is not a folder"),
 ])
@@ -65,6 +68,18 @@ def test_train_prints_summary_and_writes_the_run(monkeypatch, capsys, tmp_path):
     assert {"config.json", "history.parquet", "runs.parquet", "arrays.npz"} <= {p.name for p in folder.iterdir()}
     h = pd.read_parquet(folder / "history.parquet")
     assert set(h["seed"]) == {0, 1} and h["step"].max() == 20
+
+
+def test_train_in_stages_writes_one_continuous_run(monkeypatch, capsys, tmp_path):
+    code, out, _ = run(monkeypatch, capsys, "train", "--task", "step", "--seeds", "2", "--stage", "20",
+                       "--stage", "10:routing:extrapolate", "--width", "8", "--depth", "1", "--evals", "6",
+                       "--out", str(tmp_path), "-q")
+    assert code == 0, out
+    (folder,) = tmp_path.iterdir()
+    st = pd.read_parquet(folder / "stages.parquet")
+    assert st[["start", "steps", "stage_method", "split"]].values.tolist() == [[0, 20, "mse", "train"],
+                                                                             [20, 10, "routing", "extrapolate"]]
+    assert pd.read_parquet(folder / "history.parquet")["step"].max() == 30
 
 
 def test_show_writes_a_picture(monkeypatch, capsys, tmp_path):

@@ -20,7 +20,8 @@ def save_run(result: RunResult, out: str | Path) -> Path:
     """Write a RunResult under ``out/<task>-<method>-<key>/``.
 
     Files: ``config.json`` (config, timing, provenance), ``history.parquet``,
-    ``runs.parquet``, ``profile.parquet`` (methods with a `Profile`), ``arrays.npz``
+    ``runs.parquet``, ``profile.parquet`` (methods with a `Profile`), ``stages.parquet``
+    (staged runs, `testbed.train_stages`), ``arrays.npz``
     (eval steps, probe inputs, predictions, batch losses, the method's per-update
     traces as ``trace_<name>``). The folder name carries a hash of the config, so the same
     call overwrites its own results and nothing else.
@@ -32,6 +33,8 @@ def save_run(result: RunResult, out: str | Path) -> Path:
     atomic_write_parquet(path / "runs.parquet", result.runs)
     if result.profile is not None:
         atomic_write_parquet(path / "profile.parquet", result.profile)
+    if result.stages is not None:
+        atomic_write_parquet(path / "stages.parquet", result.stages)
     import io
 
     buf = io.BytesIO()
