@@ -4,6 +4,9 @@ import os
 import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Reports draw their figures here, in the test's process: pytest-xdist already uses the cores
+# (tests/figures/test_report_html.py checks drawing in several processes explicitly).
+os.environ.setdefault("TESTBED_FIGURE_WORKERS", "1")
 # Compiled programs of the tests go to a folder of their own (not the user's cache),
 # kept between runs on this machine; JAX's cache key holds the XLA flags below.
 os.environ.setdefault("TESTBED_COMPILE_CACHE", os.path.join(tempfile.gettempdir(), "testbed-tests-jax-cache"))

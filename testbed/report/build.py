@@ -12,8 +12,8 @@ from pathlib import Path
 
 from testbed.analyses.base import Figure, all_analyses
 from testbed.core.plugins import PluginError, load_plugins
-from testbed.core.style import save
 from testbed.report.compare import FINDINGS, comparison, measured, render_findings, render_markdown
+from testbed.report.drawing import draw_figures
 from testbed.report.html import write_report
 from testbed.report.tables import write_tables
 from testbed.suites.runner import write_timing
@@ -52,7 +52,8 @@ def analysed_tables(root: str | Path, suite: Suite | None = None) -> dict:
 
 
 def suite_figures(tables: dict) -> list[Figure]:
-    """Every analysis's figures: those over every task first, then each task's together."""
+    """Every analysis's figures: those over every task first, then each task's together (the
+    report draws the same, on several processes: `testbed.report.drawing.draw_figures`)."""
     figs = [f for a in all_analyses() if a.figures is not None and measured(a, tables) for f in a.figures(tables)]
     tasks = list(dict.fromkeys(f.task for f in figs if f.task is not None))
     return [f for f in figs if f.task is None] + [f for t in tasks for f in figs if f.task == t]
@@ -168,8 +169,8 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
         fig_dir = root / "figures"
         for old in fig_dir.glob("[0-9][0-9].*") if fig_dir.is_dir() else []:  # numbered files of older reports
             old.unlink()
-        for f in suite_figures(tables):
-            saved.append((f.caption, save(f.figure, fig_dir / f.file_stem, ("png", "svg") if svg else ("png",))[0]))
+        saved = draw_figures(tables, [a for a in all_analyses() if a.figures is not None and measured(a, tables)],
+                             fig_dir, ("png", "svg") if svg else ("png",))
     clock.lap("figures_s")
     sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
                 if name != FINDINGS and not name.endswith("_long") and not df.empty]

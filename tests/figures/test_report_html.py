@@ -6,6 +6,7 @@ import base64
 import re
 
 import pandas as pd
+import pytest
 from figure_tables import TASKS, png_ok
 from matplotlib.figure import Figure
 
@@ -67,3 +68,22 @@ def test_the_report_opens_with_the_findings(tmp_path):
     page = path.read_text()
     assert page.index('id="findings"') < page.index('id="tables"')
     assert "<li><b>task</b>: lowest OOD mse: a.</li>" in page
+
+
+def test_figures_drawn_in_processes_are_the_same_files_in_the_same_order(tables, tmp_path, monkeypatch):
+    from testbed.analyses.base import all_analyses
+    from testbed.report.build import suite_figures
+    from testbed.report.compare import measured
+    from testbed.report.drawing import draw_figures, figure_workers
+
+    analyses = [a for a in all_analyses() if a.figures is not None and measured(a, tables)]
+    one = draw_figures(tables, analyses, tmp_path / "one", ("png",), workers=1)
+    two = draw_figures(tables, analyses, tmp_path / "two", ("png",), workers=2)
+    assert [c for c, _ in one] == [c for c, _ in two] == [f.caption for f in suite_figures(tables)]
+    for (_, a), (_, b) in zip(one, two, strict=True):
+        assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    monkeypatch.setenv("TESTBED_FIGURE_WORKERS", "3")
+    assert figure_workers(10) == 3 and figure_workers(2) == 2
+    monkeypatch.setenv("TESTBED_FIGURE_WORKERS", "many")
+    with pytest.raises(ValueError, match="TESTBED_FIGURE_WORKERS='many'"):
+        figure_workers(4)
