@@ -1,0 +1,116 @@
+"""Baselines for prompt tasks, computed on the very same prompts: each predicts the query's
+label from the first N in-context examples, for every N = 0..K at once, vectorized over
+prompts in JAX.
+
+* ``least_squares``: the minimum-norm least-squares fit (exact: zero error on noise-free
+  linear prompts once N >= d).
+* ``ridge``: ``(X^T X + lam I)^-1 X^T y`` (``lam`` 0.1).
+* ``knn``: the mean label of the ``k`` = 3 nearest examples (fewer while N < 3; 0 at N = 0).
+* ``averaging``: ``w = mean_j y_j x_j``; normalized error ``(d + 1) / N`` on linear prompts.
+* ``one_step_gd``: one step of gradient descent from 0 with the best step size
+  ``1 / (N + d + 1)``, the optimum of one linear self-attention layer (von Oswald et al.
+  2023); normalized error ``(d + 1) / (N + d + 1)`` on linear prompts.
+* ``lasso``: L1-regularized least squares (``lam`` 0.1, 300 ISTA steps), for sparse prompts.
+
+`baseline_predictions` gives ``{name: [n, K + 1]}``; `normalized_error` the squared error
+divided by d, as in Garg et al.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from testbed.tasks.prompts import Prompts
+
+RIDGE = 0.1
+LASSO = 0.1
+LASSO_STEPS = 300
+KNN = 3
+
+
+def _masks(k: int) -> jax.Array:
+    """[K + 1, K]: row N keeps the first N examples."""
+    return (jnp.arange(k)[None, :] < jnp.arange(k + 1)[:, None]).astype(jnp.float32)
+
+
+def _per_n(fit: Callable, p: Prompts) -> jax.Array:
+    """Predictions [n, K + 1] of a linear fit ``fit(X [K, d], y [K], m [K]) -> w [d]``."""
+    m = _masks(p.x.shape[1])
+
+    def one(x, y, xq):
+        w = jax.vmap(lambda mm: fit(x * mm[:, None], y * mm, mm))(m)  # [K + 1, d]
+        return w @ xq
+
+    return jax.vmap(one)(p.x, p.y, p.xq)
+
+
+def least_squares(p: Prompts) -> jax.Array:
+    return _per_n(lambda x, y, m: jnp.linalg.pinv(x) @ y, p)
+
+
+def ridge(p: Prompts, lam: float = RIDGE) -> jax.Array:
+    d = p.x.shape[2]
+    return _per_n(lambda x, y, m: jnp.linalg.solve(x.T @ x + lam * jnp.eye(d), x.T @ y), p)
+
+
+def averaging(p: Prompts) -> jax.Array:
+    return _per_n(lambda x, y, m: x.T @ y / jnp.maximum(m.sum(), 1.0), p)
+
+
+def one_step_gd(p: Prompts) -> jax.Array:
+    d = p.x.shape[2]
+    return _per_n(lambda x, y, m: x.T @ y / (m.sum() + d + 1.0), p)
+
+
+def lasso(p: Prompts, lam: float = LASSO, steps: int = LASSO_STEPS) -> jax.Array:
+    def fit(x, y, m):
+        n = jnp.maximum(m.sum(), 1.0)
+        step = 1.0 / jnp.maximum(jnp.linalg.norm(x, ord=2) ** 2 / n, 1e-6)  # 1 / Lipschitz constant
+
+        def ista(w, _):
+            w = w - step * x.T @ (x @ w - y) / n
+            return jnp.sign(w) * jnp.maximum(jnp.abs(w) - step * lam, 0.0), None
+
+        return jax.lax.scan(ista, jnp.zeros(x.shape[1]), None, length=steps)[0]
+
+    return _per_n(fit, p)
+
+
+def knn(p: Prompts, k: int = KNN) -> jax.Array:
+    m = _masks(p.x.shape[1])  # [K + 1, K]
+
+    def one(x, y, xq):
+        dist = jnp.sum((x - xq[None, :]) ** 2, axis=1)  # [K]
+
+        def at(mm):
+            dd = jnp.where(mm > 0, dist, jnp.inf)
+            idx = jnp.argsort(dd)[:k]
+            ok = jnp.isfinite(dd[idx])
+            return jnp.where(ok.any(), jnp.sum(jnp.where(ok, y[idx], 0.0)) / jnp.maximum(ok.sum(), 1), 0.0)
+
+        return jax.vmap(at)(m)
+
+    return jax.vmap(one)(p.x, p.y, p.xq)
+
+
+BASELINES: dict[str, Callable[[Prompts], jax.Array]] = {
+    "least_squares": least_squares, "ridge": ridge, "knn": knn, "averaging": averaging,
+    "one_step_gd": one_step_gd, "lasso": lasso,
+}
+
+
+def baseline_predictions(p: Prompts, names: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
+    """``{baseline: [n, K + 1] predictions of the query from the first N examples}``."""
+    names = tuple(BASELINES) if names is None else names
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise KeyError(f"unknown baselines {unknown}; accepted: {', '.join(BASELINES)}")
+    return {n: jax.jit(BASELINES[n])(p) for n in names}
+
+
+def normalized_error(pred: jax.Array, p: Prompts) -> jax.Array:
+    """[n, K + 1] squared error of predictions of the query, divided by d (Garg et al.)."""
+    return (pred - p.yq[:, None]) ** 2 / p.x.shape[2]
