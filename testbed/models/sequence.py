@@ -1,0 +1,122 @@
+"""Sequence models for prompt tasks (`testbed.tasks.prompts`): a small decoder-only transformer
+and one linear self-attention layer, in Flax NNX.
+
+Both read a prompt as tokens and predict the label at every input position from the pairs
+before it (causal: no position sees a later label):
+
+* `Transformer` (Garg et al. 2022): tokens ``x_1, y_1, ..., x_K, y_K`` interleaved, each read in
+  by one linear map (a label token is ``(y, 0, ..., 0)``), learned positional embeddings,
+  ``depth`` pre-LayerNorm blocks of causal multi-head attention and a GELU MLP, a linear read-out
+  at the input positions.
+* `LinearAttention` (von Oswald et al. 2023): tokens ``z_j = (x_j, y_j)`` and the query
+  ``(x_i, 0)``; the prediction at position i is the last coordinate of
+  ``W_PV sum_{j<i} z_j z_j^T W_KQ (x_i, 0) / n``, with ``n`` the prompt length trained on. Its
+  optimum on linear regression is one step of gradient descent, error ``(d + 1) / (n + d + 1)``.
+
+``model(x [B, K, d], y [B, K]) -> [B, K]``: the prediction at each input position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from testbed.core.errors import ConfigError
+
+
+def _positive(cfg, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"model.{n}: expected a positive integer, got {v!r}")
+
+
+class _Block(nnx.Module):
+    def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs):
+        self.ln1, self.ln2 = nnx.LayerNorm(width, rngs=rngs), nnx.LayerNorm(width, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=width, qkv_features=width,
+                                           decode=False, rngs=rngs)
+        self.fc1, self.fc2 = nnx.Linear(width, 4 * width, rngs=rngs), nnx.Linear(4 * width, width, rngs=rngs)
+
+    def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+        h = h + self.attn(self.ln1(h), mask=mask)
+        return h + self.fc2(jax.nn.gelu(self.fc1(self.ln2(h))))
+
+
+class TransformerModule(nnx.Module):
+    def __init__(self, d: int, max_points: int, width: int, depth: int, heads: int, *, rngs: nnx.Rngs):
+        self.read_in = nnx.Linear(d, width, rngs=rngs)
+        self.pos = nnx.Param(jax.random.normal(rngs.params(), (2 * max_points, width)) * 0.02)
+        self.blocks = nnx.List([_Block(width, heads, rngs=rngs) for _ in range(depth)])
+        self.ln = nnx.LayerNorm(width, rngs=rngs)
+        self.read_out = nnx.Linear(width, 1, rngs=rngs)
+        self.max_points = max_points
+
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        b, k, d = x.shape
+        if k > self.max_points:
+            raise ConfigError(f"transformer: prompts of {k} examples exceed max_points={self.max_points}")
+        ytok = jnp.concatenate([y[..., None], jnp.zeros((b, k, d - 1), x.dtype)], axis=-1)
+        tokens = jnp.stack([x, ytok], axis=2).reshape(b, 2 * k, d)  # x_1, y_1, x_2, y_2, ...
+        h = self.read_in(tokens) + self.pos[: 2 * k][None]
+        mask = nnx.make_causal_mask(jnp.ones((b, 2 * k)))
+        for blk in self.blocks:
+            h = blk(h, mask)
+        return self.read_out(self.ln(h))[:, 0::2, 0]  # at the x positions
+
+
+class LinearAttentionModule(nnx.Module):
+    def __init__(self, d: int, max_points: int, *, rngs: nnx.Rngs):
+        e = d + 1
+        init = nnx.initializers.normal(stddev=0.1 / math.sqrt(e))
+        self.w_kq = nnx.Param(init(rngs.params(), (e, e)))
+        self.w_pv = nnx.Param(init(rngs.params(), (e, e)))
+        self.n = float(max_points)
+
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        z = jnp.concatenate([x, y[..., None]], axis=-1)  # [B, K, d+1]
+        q = jnp.concatenate([x, jnp.zeros_like(y)[..., None]], axis=-1)
+        scores = jnp.einsum("bje,ef,bif->bij", z, self.w_kq[...], q)  # [B, i, j]: z_j^T W_KQ q_i
+        k = x.shape[1]
+        causal = jnp.tril(jnp.ones((k, k)), k=-1)  # j < i
+        out = jnp.einsum("bij,bje->bie", scores * causal[None], z) @ self.w_pv[...].T
+        return out[..., -1] / self.n
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transformer:
+    """A decoder-only transformer config for prompts (Garg et al.: GPT-2 style, smaller)."""
+
+    width: int = 64
+    depth: int = 2
+    heads: int = 4
+    max_points: int = 40  # longest prompt (in-context examples) it has positions for
+
+    name = "transformer"
+
+    def __post_init__(self):
+        _positive(self, "width", "depth", "heads", "max_points")
+        if self.width % self.heads:
+            raise ConfigError(f"model.heads: {self.heads} heads do not divide width={self.width}")
+
+    def build(self, d: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        return TransformerModule(d, self.max_points, self.width, self.depth, self.heads, rngs=rngs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinearAttention:
+    """One linear self-attention layer (von Oswald et al. 2023)."""
+
+    max_points: int = 40  # the prompt length its sum is normalized by (the training length)
+
+    name = "linear_attention"
+
+    def __post_init__(self):
+        _positive(self, "max_points")
+
+    def build(self, d: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        return LinearAttentionModule(d, self.max_points, rngs=rngs)

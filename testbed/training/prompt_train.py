@@ -1,0 +1,178 @@
+"""Training sequence models on prompt tasks: many seeds in one compiled program, fresh prompts
+every update, and the error against the number of in-context examples on fixed prompts.
+
+`train_prompts` is the prompt-task counterpart of `testbed.train` (whose batches are rows of
+``(x, y, piece)``): seeds are vmapped, updates scanned in chunks, prompts drawn inside the
+program from ``fold_in(key(seed), step)``; the same seed gives the same numbers.
+
+Evaluation (at ``evals`` points, and at the end): for each shift, on ``eval_prompts`` fixed
+prompts (key `EVAL_KEY`), the model predicts the query from the first N examples for every
+N = 0..K (the query placed at position N of the sequence; causal attention keeps the rest
+out), and the normalized squared error (squared error / d) is averaged over prompts. The
+baselines (`testbed.tasks.prompt_baselines`) are computed on the same prompts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+from flax import nnx
+
+from testbed.core.errors import ConfigError
+from testbed.tasks.prompt_baselines import baseline_predictions, normalized_error
+from testbed.tasks.prompts import SHIFTS, Prompts, PromptTask
+from testbed.training.optim import Optimizer
+
+EVAL_KEY = 0
+
+
+@dataclass
+class PromptResult:
+    """What `train_prompts` returns.
+
+    Attributes:
+        history: ``seed, step, shift, n, error``: mean normalized error at the query with n
+            in-context examples.
+        baselines: ``shift, baseline, n, error`` on the same evaluation prompts.
+        loss: [seeds, steps] the training loss at every update.
+        config: the call's settings. timing: compile and run seconds.
+        params: the trained parameters, [seeds, ...] per leaf; ``graphdef`` rebuilds a model.
+    """
+
+    history: pd.DataFrame
+    baselines: pd.DataFrame
+    loss: np.ndarray
+    config: dict
+    params: object = None
+    graphdef: object = None
+    timing: dict = field(default_factory=dict)
+
+
+def query_predictions(apply, params, p: Prompts) -> jax.Array:
+    """[n, K + 1]: the model's prediction of the query from the first N examples, every N."""
+    n, k, d = p.x.shape
+    x = jnp.concatenate([p.x, jnp.zeros((n, 1, d), p.x.dtype)], axis=1)  # room for the query after all K
+    y = jnp.concatenate([p.y, jnp.zeros((n, 1), p.y.dtype)], axis=1)
+
+    def at(m):
+        xm = x.at[:, m].set(p.xq)  # the query at position m: positions after it cannot be seen
+        return apply(params, xm, y)[:, m]
+
+    return jax.vmap(at, out_axes=1)(jnp.arange(k + 1))
+
+
+def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int = 64,
+                  seeds: int | Sequence[int] = 2, optimizer: Optimizer | None = None, loss_at: str = "all",
+                  evals: int = 5, eval_prompts: int = 256, shifts: Sequence[str] = ("none",),
+                  baselines: Sequence[str] | None = ("least_squares", "averaging", "one_step_gd", "knn"),
+                  quiet: bool = True) -> PromptResult:
+    """Train ``model`` (`testbed.models.sequence.Transformer` or `LinearAttention`) on fresh
+    prompts of ``task``.
+
+    Args:
+        steps: updates. batch_size: prompts per update. seeds: count or list.
+        optimizer: default Adam, lr 1e-3.
+        loss_at: ``all`` (the squared error at every input position of the prompt and its
+            query, K + 1 of them, as in Garg et al.) or ``last`` (only the query after all K
+            examples). Models need ``max_points >= K + 1``.
+        evals: evaluation points (the last one at the end).
+        eval_prompts: fixed evaluation prompts per shift. shifts: which (`SHIFTS`).
+        baselines: which baselines to compute on the evaluation prompts (None: none).
+    """
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ConfigError("seeds: expected a positive count or a non-empty list")
+    for name, v in (("steps", steps), ("batch_size", batch_size), ("evals", evals), ("eval_prompts", eval_prompts)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{name}: expected an integer >= 1, got {v!r}")
+    if loss_at not in ("all", "last"):
+        raise ConfigError(f"loss_at: {loss_at!r}; accepted: all, last")
+    for s in shifts:
+        if s not in SHIFTS:
+            raise ConfigError(f"shifts: {s!r} is unknown; accepted: {', '.join(SHIFTS)}")
+    optimizer = optimizer or Optimizer()
+    tx = optimizer.build(optimizer.lr, optimizer.weight_decay, steps)
+    d = task.d
+    graphdef = nnx.graphdef(model.build(d, rngs=nnx.Rngs(0)))
+
+    def apply(params, x, y):
+        return nnx.merge(graphdef, params)(x, y)
+
+    def init(key):
+        k_init, k_data = jax.random.split(key)
+        params = nnx.state(model.build(d, rngs=nnx.Rngs(k_init)))
+        return params, tx.init(params), k_data
+
+    def loss_fn(params, p: Prompts):
+        # The sequence a prompt and its query make: K + 1 inputs, so every N = 0..K is trained.
+        x = jnp.concatenate([p.x, p.xq[:, None]], axis=1)
+        y = jnp.concatenate([p.y, p.yq[:, None]], axis=1)
+        err = (apply(params, x, y) - y) ** 2
+        return err[:, -1].mean() if loss_at == "last" else err.mean()
+
+    chunk = max(1, steps // evals)
+    bounds = sorted({min(steps, chunk * (i + 1)) for i in range(evals)} | {steps})
+
+    def run_chunk(params, opt_state, k_data, start, length):
+        def step(c, t):
+            params, opt_state = c
+            p = task.sample(jax.random.fold_in(k_data, t), batch_size)
+            loss, grads = jax.value_and_grad(loss_fn)(params, p)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), start + jnp.arange(length))
+        return params, opt_state, losses
+
+    eval_sets = {s: task.sample(jax.random.fold_in(jax.random.key(EVAL_KEY), i), eval_prompts, s)
+                 for i, s in enumerate(shifts)}
+
+    def evaluate(params):
+        return {s: normalized_error(query_predictions(apply, params, p), p).mean(0) for s, p in eval_sets.items()}
+
+    t0 = time.perf_counter()
+    keys = jnp.stack([jax.random.key(s) for s in seed_list])
+    params, opt_state, k_data = jax.jit(jax.vmap(init))(keys)
+    chunk_fns = {}
+    eval_fn = jax.jit(jax.vmap(evaluate))
+    rows, losses, start, compile_s = [], [], 0, 0.0
+    for end in bounds:
+        length = end - start
+        if length not in chunk_fns:
+            tc = time.perf_counter()
+            chunk_fns[length] = jax.jit(jax.vmap(lambda p, o, k, s, length=length: run_chunk(p, o, k, s, length),
+                                                 in_axes=(0, 0, 0, None))).lower(
+                params, opt_state, k_data, jnp.int32(start)).compile()
+            compile_s += time.perf_counter() - tc
+        params, opt_state, lo = chunk_fns[length](params, opt_state, k_data, jnp.int32(start))
+        losses.append(np.asarray(lo))
+        start = end
+        errs = jax.device_get(eval_fn(params))
+        for s, e in errs.items():
+            for i, seed in enumerate(seed_list):
+                rows += [{"seed": seed, "step": end, "shift": s, "n": n, "error": float(v)}
+                         for n, v in enumerate(e[i])]
+        if not quiet:
+            print(f"{task.name} step {end}/{steps}: error at N={task.points} "
+                  f"{float(np.mean([e[:, -1].mean() for e in errs.values()])):.4f}")
+    wall = time.perf_counter() - t0
+    base_rows = []
+    if baselines:
+        for s, p in eval_sets.items():
+            for b, pred in baseline_predictions(p, tuple(baselines)).items():
+                base_rows += [{"shift": s, "baseline": b, "n": n, "error": float(v)}
+                              for n, v in enumerate(np.asarray(normalized_error(pred, p).mean(0)))]
+    config = {"task": task.name, "d": d, "points": task.points, "noise": task.noise, "model": model.name,
+              "model_config": vars(model).copy(), "optimizer": vars(optimizer).copy(), "steps": steps,
+              "batch_size": batch_size, "seeds": seed_list, "loss_at": loss_at, "shifts": list(shifts),
+              "eval_prompts": eval_prompts}
+    return PromptResult(pd.DataFrame(rows), pd.DataFrame(base_rows), np.concatenate(losses, axis=1), config,
+                        params=params, graphdef=graphdef,
+                        timing={"compile_s": compile_s, "wall_s": wall})

@@ -1,0 +1,75 @@
+"""Sequence models on prompt tasks (`testbed.models.sequence`, `testbed.training.prompt_train`):
+no position sees a later label, both models train, and one linear self-attention layer reaches
+the optimum of one step of gradient descent (von Oswald et al. 2023)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from testbed.core.errors import ConfigError
+from testbed.models.sequence import LinearAttention, Transformer
+from testbed.tasks.prompts import make_prompt_task
+from testbed.training.optim import Optimizer
+from testbed.training.prompt_train import query_predictions, train_prompts
+
+MODELS = [Transformer(width=16, depth=2, heads=2, max_points=9), LinearAttention(max_points=8)]
+
+
+@pytest.mark.parametrize("cfg", MODELS, ids=lambda c: c.name)
+def test_no_position_sees_a_later_example(cfg):
+    model = cfg.build(3, rngs=nnx.Rngs(0))
+    p = make_prompt_task("linear", d=3, points=8).sample(jax.random.key(0), 4)
+    base = np.asarray(model(p.x, p.y))
+    assert base.shape == (4, 8)
+    for i in (0, 3, 6):
+        changed = np.asarray(model(p.x.at[:, i + 1:].add(5.0), p.y.at[:, i:].add(-3.0)))  # y_i and later
+        np.testing.assert_allclose(changed[:, :i + 1], base[:, :i + 1], rtol=1e-5, atol=1e-5)
+        assert not np.allclose(changed[:, i + 1:], base[:, i + 1:])
+    q = np.asarray(query_predictions(lambda _, x, y: model(x, y), None, p))
+    assert q.shape == (4, 9) and np.isfinite(q).all()
+
+
+@pytest.mark.parametrize("cfg", MODELS, ids=lambda c: c.name)
+def test_both_models_train_and_lower_the_loss(cfg):
+    task = make_prompt_task("linear", d=3, points=8)
+    r = train_prompts(task, cfg, steps=500, batch_size=32, seeds=2, optimizer=Optimizer(name="adam", lr=3e-3),
+                      evals=2, eval_prompts=64, shifts=("none", "scale_2"))
+    assert r.loss.shape == (2, 500)
+    # (the loss averages every position, those with fewer examples than d included: it cannot go far)
+    assert r.loss[:, -50:].mean() < 0.85 * r.loss[:, :50].mean()
+    h = r.history[(r.history["shift"] == "none") & (r.history["step"] == 500)].groupby("n")["error"].mean()
+    assert h[8] < 0.8 * h[0]  # 8 examples tell it more than none
+    h = r.history
+    assert set(h["shift"]) == {"none", "scale_2"} and set(h["n"]) == set(range(9)) and set(h["seed"]) == {0, 1}
+    assert set(r.baselines["baseline"]) == {"least_squares", "averaging", "one_step_gd", "knn"}
+    again = train_prompts(task, cfg, steps=500, batch_size=32, seeds=2, optimizer=Optimizer(name="adam", lr=3e-3),
+                          evals=2, eval_prompts=64, shifts=("none", "scale_2"))
+    np.testing.assert_array_equal(r.loss, again.loss)  # the same seeds, the same numbers
+
+
+def test_linear_attention_reaches_the_one_step_gd_optimum():
+    d, k = 5, 20
+    task = make_prompt_task("linear", d=d, points=k)
+    r = train_prompts(task, LinearAttention(max_points=k), steps=2000, batch_size=128, seeds=2, loss_at="last",
+                      optimizer=Optimizer(name="adam", lr=3e-3), evals=1, eval_prompts=1024)
+    h = r.history
+    err = h[(h.n == k) & (h.step == 2000)]["error"].to_numpy()
+    assert err == pytest.approx(np.full(2, (d + 1) / (k + d + 1)), rel=0.1)
+    gd = r.baselines[(r.baselines.baseline == "one_step_gd") & (r.baselines.n == k)]["error"].item()
+    assert err.mean() == pytest.approx(gd, rel=0.1)  # the same prompts' one-step GD
+
+
+def test_bad_settings_are_refused():
+    task = make_prompt_task("linear", d=3, points=4)
+    with pytest.raises(ConfigError, match="loss_at"):
+        train_prompts(task, LinearAttention(max_points=4), steps=2, loss_at="middle")
+    with pytest.raises(ConfigError, match="shifts"):
+        train_prompts(task, LinearAttention(max_points=4), steps=2, shifts=("sideways",))
+    with pytest.raises(ConfigError, match="heads"):
+        Transformer(width=10, heads=3)
+    with pytest.raises(ConfigError, match="max_points"):
+        Transformer(width=8, heads=2, max_points=3).build(3, rngs=nnx.Rngs(0))(
+            *task.sample(jax.random.key(0), 2)[:2])
