@@ -177,6 +177,66 @@ def _key_values(items: list[str], flag: str) -> dict:
     return out
 
 
+@app.command("icl")
+def icl_cmd(
+    cls: Annotated[str, typer.Option("--class", help="Function class (see testbed.list_function_classes()).")
+                   ] = "linear",
+    class_arg: Annotated[list[str] | None, typer.Option(
+        "--class-arg", "-c", help="Function-class parameter KEY=VALUE, e.g. -c sparsity=2; repeatable.")] = None,
+    d: Annotated[int, typer.Option(help="Input dimension.")] = 5,
+    points: Annotated[int, typer.Option(help="In-context examples per training prompt.")] = 20,
+    noise: Annotated[float, typer.Option(help="SD of label noise in training.")] = 0.0,
+    model: Annotated[str, typer.Option(help="transformer or linear_attention.")] = "transformer",
+    width: Annotated[int, typer.Option(help="Transformer width.")] = 64,
+    depth: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    steps: Annotated[int, typer.Option(help="Training updates.")] = 4000,
+    batch_size: Annotated[int, typer.Option(help="Prompts per update.")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    seeds: Annotated[int, typer.Option(help="Number of seeds.")] = 1,
+    evals: Annotated[int, typer.Option(help="Evaluation points over training.")] = 3,
+    shift: Annotated[list[str] | None, typer.Option(help="OOD shift to evaluate on too; repeatable.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for results.")] = Path("results/icl"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+):
+    """Train a sequence model on prompts of a function class; print and plot the error against
+    the number of in-context examples, beside the baselines on the same prompts."""
+    import testbed
+    from testbed.analyses.icl.figures import CAPTION, error_vs_n
+    from testbed.core.files import atomic_write_json, atomic_write_parquet
+    from testbed.core.style import save
+    from testbed.models.sequence import LinearAttention, Transformer
+    from testbed.report.tables import markdown_table
+
+    task = testbed.make_prompt_task(cls, d=d, points=points, noise=noise, **_key_values(class_arg or [],
+                                                                                         "--class-arg"))
+    if model == "transformer":
+        cfg = Transformer(width=width, depth=depth, heads=heads, max_points=points + 1)
+    elif model == "linear_attention":
+        cfg = LinearAttention(max_points=points)
+    else:
+        _fail(f"--model: {model!r}; accepted: transformer, linear_attention")
+    r = testbed.train_prompts(task, cfg, steps=steps, batch_size=batch_size, seeds=seeds,
+                              optimizer=testbed.Optimizer(name="adam", lr=lr),
+                              loss_at="last" if model == "linear_attention" else "all",
+                              shifts=("none", *(shift or [])), evals=evals, quiet=quiet)
+    h = r.history[r.history["step"] == steps]
+    ns = sorted({max(1, d // 2), d, min(2 * d, points)})
+    table = h[h["n"].isin(ns)].groupby(["shift", "n"], sort=False)["error"].mean().rename(cfg.name).reset_index()
+    b = r.baselines[r.baselines["n"].isin(ns)].pivot_table(index=["shift", "n"], columns="baseline", values="error")
+    table = table.merge(b.reset_index(), on=["shift", "n"], how="left")
+    typer.echo(markdown_table(table, floatfmt=".3g"))
+    folder = out / f"{task.name}-{cfg.name}-d{d}-k{points}"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(folder / "history.parquet", r.history)
+    atomic_write_parquet(folder / "baselines.parquet", r.baselines)
+    atomic_write_json(folder / "config.json", {"config": r.config, "timing": r.timing})
+    fig = error_vs_n(r.history, r.baselines, title=f"{task.name}: error against in-context examples", model=cfg.name)
+    (png,) = save(fig, folder / "error_vs_n")
+    typer.echo(f"{CAPTION.format(task=task.name).splitlines()[0]}: {png}")
+    typer.echo(f"compile {r.timing['compile_s']:.1f}s, train {r.timing['wall_s']:.1f}s; wrote {folder}")
+
+
 @app.command("bench")
 def bench_cmd(
     suite: Annotated[Path, typer.Argument(help="Suite file (TOML), e.g. benchmarks/default.toml.")],

@@ -82,6 +82,17 @@ def test_train_in_stages_writes_one_continuous_run(monkeypatch, capsys, tmp_path
     assert pd.read_parquet(folder / "history.parquet")["step"].max() == 30
 
 
+def test_icl_trains_and_plots_the_error_against_examples(monkeypatch, capsys, tmp_path):
+    code, out, _ = run(monkeypatch, capsys, "icl", "--model", "linear_attention", "--d", "3", "--points", "6",
+                       "--steps", "50", "--evals", "1", "--shift", "scale_2", "--out", str(tmp_path), "-q")
+    assert code == 0, out
+    assert "| scale_2" in out and "least_squares" in out and "linear_attention" in out
+    (folder,) = tmp_path.iterdir()
+    assert {"history.parquet", "baselines.parquet", "config.json", "error_vs_n.png"} <= {p.name for p in folder.iterdir()}
+    code, _, err = run(monkeypatch, capsys, "icl", "--model", "lstm", "--steps", "1", "--out", str(tmp_path))
+    assert code == 2 and "--model: 'lstm'" in err
+
+
 def test_show_writes_a_picture(monkeypatch, capsys, tmp_path):
     code, out, _ = run(monkeypatch, capsys, "show", "step", "-o", str(tmp_path / "step.png"))
     assert code == 0 and (tmp_path / "step.png").stat().st_size > 10_000

@@ -18,6 +18,7 @@ shown (`log_floor`); the ``error`` metric (class tasks) is drawn on linear 0..1 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib as mpl
@@ -31,7 +32,7 @@ from testbed.core.columns import CELL, SWEPT
 from testbed.core.style import LOG_FLOOR, WIDTH_IN, Header, figure
 
 __all__ = ["CELL_COLUMNS", "HP_COLUMNS", "METRIC_NAMES", "final_rows", "legend", "log_floor", "log_spaced",
-           "mark_stages", "stage_starts",
+           "mark_stages", "panel_grid", "stage_starts",
            "log_ticks", "label_order", "method_labels", "palette", "seeds_note", "split_order", "step_axis",
            "suite_figure", "task_facts", "tasks", "with_labels"]
 
@@ -149,6 +150,18 @@ def seeds_note(tables: dict[str, pd.DataFrame], task: str | None = None) -> list
 
 
 # -- axes ---------------------------------------------------------------------------------
+
+def panel_grid(title: str, meta: Sequence[str], n: int, row_in: float, pad_in: float = 0.3, max_cols: int = 3):
+    """A suite figure of ``n`` panels, up to ``max_cols`` a row, sharing axes (the unused ones
+    hidden). Returns (figure, axes [rows, cols], cols, rows). Call inside `style()`."""
+    ncols = min(n, max_cols)
+    nrows = math.ceil(n / ncols)
+    fig = suite_figure(title, meta, row_in * nrows + pad_in)
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes, ncols, nrows
+
 
 def stage_starts(tables: dict[str, pd.DataFrame], cells) -> list[tuple[float, str]]:
     """(first step, name) of every stage after the first, of staged cells among ``cells``

@@ -29,6 +29,7 @@ from testbed.analyses.figkit import (
     mark_stages,
     method_labels,
     palette,
+    panel_grid,
     seeds_note,
     split_order,
     stage_starts,
@@ -214,14 +215,11 @@ def run_curves(tables: dict[str, pd.DataFrame], task: str, max_points: int = 300
     per_run = tables.get("plateaus")
     per_run = with_labels(per_run[per_run["cell"].isin(cells)], labels) if per_run is not None else None
     n = len(order)
-    ncols = min(n, 3)
-    nrows = math.ceil(n / ncols)
     meta = [f"per-update training loss (the method's objective; batch_loss)   |   {seeds_note(tables, task)[0]}",
             "black bars: escaped stalls at their level; dotted: stuck at the end   |   title: stalls per run, stuck, "
             "zero loss, bumps per run"]
     with style():
-        fig = suite_figure(f"{task}: per-run loss curves and detected stalls", meta, 1.9 * nrows + 0.3)
-        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+        fig, axes, ncols, nrows = panel_grid(f"{task}: per-run loss curves and detected stalls", meta, n, 1.9)
         lo = log_floor(bl["value"])
         for i, lab in enumerate(order):
             ax = axes.flat[i]
@@ -249,8 +247,6 @@ def run_curves(tables: dict[str, pd.DataFrame], task: str, max_points: int = 300
                 ax.set_ylabel("batch loss")
             if i // ncols == nrows - 1 or i + ncols >= n:
                 ax.set_xlabel("training step")
-        for ax in axes.flat[n:]:
-            ax.set_visible(False)
         if len(bl):
             log_ticks(axes.flat[0].yaxis, axes.flat[0].get_ylim())
     return fig
