@@ -31,6 +31,7 @@ _WHERE = {
     "Transformer": "testbed.models.sequence",
     "LinearAttention": "testbed.models.sequence",
     "train_prompts": "testbed.training.prompt_train",
+    "Curriculum": "testbed.training.prompt_train",
     "PromptResult": "testbed.training.prompt_train",
     "normalized_error": "testbed.tasks.prompt_baselines",
     "plateau_summary": "testbed.analyses.plateaus.tables",

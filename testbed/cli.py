@@ -195,6 +195,9 @@ def icl_cmd(
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seeds: Annotated[int, typer.Option(help="Number of seeds.")] = 1,
     evals: Annotated[int, typer.Option(help="Evaluation points over training.")] = 3,
+    curriculum_every: Annotated[int, typer.Option(
+        help="Curriculum: start at d/2 dimensions and points/2 examples, add one dimension and two examples "
+             "every this many updates (0: none).")] = 0,
     shift: Annotated[list[str] | None, typer.Option(help="OOD shift to evaluate on too; repeatable.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for results.")] = Path("results/icl"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
@@ -207,6 +210,7 @@ def icl_cmd(
     from testbed.core.style import save
     from testbed.models.sequence import LinearAttention, Transformer
     from testbed.report.tables import markdown_table
+    from testbed.training.prompt_train import Curriculum
 
     task = testbed.make_prompt_task(cls, d=d, points=points, noise=noise, **_key_values(class_arg or [],
                                                                                          "--class-arg"))
@@ -219,7 +223,9 @@ def icl_cmd(
     r = testbed.train_prompts(task, cfg, steps=steps, batch_size=batch_size, seeds=seeds,
                               optimizer=testbed.Optimizer(name="adam", lr=lr),
                               loss_at="last" if model == "linear_attention" else "all",
-                              shifts=("none", *(shift or [])), evals=evals, quiet=quiet)
+                              shifts=("none", *(shift or [])), evals=evals, quiet=quiet,
+                              curriculum=Curriculum(start_d=max(1, d // 2), start_points=max(2, points // 2),
+                                                    every=curriculum_every) if curriculum_every else None)
     h = r.history[r.history["step"] == steps]
     ns = sorted({max(1, d // 2), d, min(2 * d, points)})
     table = h[h["n"].isin(ns)].groupby(["shift", "n"], sort=False)["error"].mean().rename(cfg.name).reset_index()

@@ -84,7 +84,8 @@ def test_train_in_stages_writes_one_continuous_run(monkeypatch, capsys, tmp_path
 
 def test_icl_trains_and_plots_the_error_against_examples(monkeypatch, capsys, tmp_path):
     code, out, _ = run(monkeypatch, capsys, "icl", "--model", "linear_attention", "--d", "3", "--points", "6",
-                       "--steps", "50", "--evals", "1", "--shift", "scale_2", "--out", str(tmp_path), "-q")
+                       "--steps", "50", "--evals", "1", "--shift", "scale_2", "--curriculum-every", "20",
+                       "--out", str(tmp_path), "-q")
     assert code == 0, out
     assert "| scale_2" in out and "least_squares" in out and "linear_attention" in out
     (folder,) = tmp_path.iterdir()

@@ -73,3 +73,31 @@ def test_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="max_points"):
         Transformer(width=8, heads=2, max_points=3).build(3, rngs=nnx.Rngs(0))(
             *task.sample(jax.random.key(0), 2)[:2])
+
+
+def test_a_linear_attention_layer_behaves_like_one_step_gd():
+    """The trained layer is closest to one-step GD among the baselines once it has examples."""
+    task = make_prompt_task("linear", d=4, points=12)
+    r = train_prompts(task, LinearAttention(max_points=12), steps=1500, batch_size=128, seeds=1, loss_at="last",
+                      optimizer=Optimizer(name="adam", lr=3e-3), evals=1, eval_prompts=512)
+    c = r.closest[(r.closest.n == 12) & (r.closest["shift"] == "none")].set_index("baseline")
+    assert c["distance"].idxmin() == "one_step_gd" and c.loc["one_step_gd", "fraction"] > 0.5
+    assert np.isclose(r.closest.groupby(["seed", "shift", "n"])["fraction"].sum(), 1.0).all()
+
+
+def test_a_curriculum_grows_the_dimensions_and_the_prompts():
+    from testbed.training.prompt_train import Curriculum
+
+    task = make_prompt_task("linear", d=4, points=8)
+    p = task.sample(jax.random.key(0), 16, active=2)
+    assert not np.asarray(p.x)[..., 2:].any() and np.asarray(p.x)[..., :2].any()
+    cur = Curriculum(start_d=1, start_points=2, every=100, add_d=1, add_points=3)
+    assert [tuple(map(int, cur.at(t, 4, 8))) for t in (0, 99, 100, 250, 10_000)] == [(1, 2), (1, 2), (2, 5), (3, 8),
+                                                                                    (4, 8)]
+    r = train_prompts(task, LinearAttention(max_points=8), steps=400, batch_size=64, seeds=1, loss_at="last",
+                      optimizer=Optimizer(name="adam", lr=3e-3), evals=1, eval_prompts=256, curriculum=cur)
+    assert np.isfinite(r.loss).all() and r.config["curriculum"]["every"] == 100
+    h = r.history.groupby("n")["error"].mean()
+    assert h[8] < h[0]
+    with pytest.raises(ConfigError, match="curriculum.every"):
+        Curriculum(every=0)

@@ -199,8 +199,10 @@ class PromptTask:
     def points_for(self, shift: str) -> int:
         return 2 * self.points if shift == "more_points" else self.points
 
-    def sample(self, key: jax.Array, n: int, shift: str = "none") -> Prompts:
-        """``n`` prompts (and their queries) under a named shift (`SHIFTS`)."""
+    def sample(self, key: jax.Array, n: int, shift: str = "none", active: jax.Array | int | None = None) -> Prompts:
+        """``n`` prompts (and their queries) under a named shift (`SHIFTS`). ``active``: only the
+        first ``active`` input coordinates are drawn, the rest are 0 (a curriculum's early stages;
+        may be traced)."""
         if shift not in SHIFTS:
             raise ConfigError(f"prompt shift {shift!r} is unknown; accepted: {', '.join(SHIFTS)}")
         d, k = self.d, self.points_for(shift)
@@ -226,6 +228,8 @@ class PromptTask:
             side = jnp.sign(jnp.einsum("nkd,nd->nk", z, u))
             want = jnp.concatenate([jnp.ones((n, k)), -jnp.ones((n, 1))], axis=1)  # prompt: +, query: -
             z = z * jnp.where(side == 0, 1.0, side * want)[..., None]
+        if active is not None:
+            z = z * (jnp.arange(d) < active).astype(z.dtype)[None, None, :]
         y = self.cls.apply(params, z)
         noise = NOISY_Y_STD if shift == "noisy_y" else self.noise
         y_ctx = y[:, :k] + (noise * jax.random.normal(kn, (n, k)) if noise else 0.0)

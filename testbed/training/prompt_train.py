@@ -33,6 +33,34 @@ from testbed.training.optim import Optimizer
 EVAL_KEY = 0
 
 
+@dataclass(frozen=True)
+class Curriculum:
+    """Garg et al.'s curriculum: the active input dimensions and the prompt length grow during
+    training, from ``start_d`` and ``start_points`` by ``add_d`` and ``add_points`` every
+    ``every`` updates, up to the task's d and points. Inactive coordinates are 0; a shorter
+    prompt is the loss on its first positions only (causal attention: the same thing).
+    Evaluation always uses the full task."""
+
+    start_d: int = 1
+    start_points: int = 5
+    every: int = 500
+    add_d: int = 1
+    add_points: int = 2
+
+    def __post_init__(self):
+        for name in ("start_d", "start_points", "every", "add_d", "add_points"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name.startswith("add") else 1):
+                raise ConfigError(f"curriculum.{name}: expected a whole number >= "
+                                  f"{0 if name.startswith('add') else 1}, got {v!r}")
+
+    def at(self, t, d: int, points: int):
+        """(active dims, prompt length) at update t (traced)."""
+        stage = t // self.every
+        return (jnp.minimum(d, self.start_d + self.add_d * stage),
+                jnp.minimum(points, self.start_points + self.add_points * stage))
+
+
 @dataclass
 class PromptResult:
     """What `train_prompts` returns.
@@ -44,6 +72,10 @@ class PromptResult:
         loss: [seeds, steps] the training loss at every update.
         config: the call's settings. timing: compile and run seconds.
         params: the trained parameters, [seeds, ...] per leaf; ``graphdef`` rebuilds a model.
+        closest: which baseline the trained model behaves like, per seed, shift and N: each
+            baseline's mean squared distance (/ d) to the model's predictions on the same
+            prompts, and the fraction of prompts on which it is the closest (the analogue of
+            the testbed's OOD attribution). Empty without baselines.
     """
 
     history: pd.DataFrame
@@ -52,6 +84,7 @@ class PromptResult:
     config: dict
     params: object = None
     graphdef: object = None
+    closest: pd.DataFrame | None = None
     timing: dict = field(default_factory=dict)
 
 
@@ -72,7 +105,7 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
                   seeds: int | Sequence[int] = 2, optimizer: Optimizer | None = None, loss_at: str = "all",
                   evals: int = 5, eval_prompts: int = 256, shifts: Sequence[str] = ("none",),
                   baselines: Sequence[str] | None = ("least_squares", "averaging", "one_step_gd", "knn"),
-                  quiet: bool = True) -> PromptResult:
+                  curriculum: Curriculum | None = None, quiet: bool = True) -> PromptResult:
     """Train ``model`` (`testbed.models.sequence.Transformer` or `LinearAttention`) on fresh
     prompts of ``task``.
 
@@ -85,6 +118,7 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
         evals: evaluation points (the last one at the end).
         eval_prompts: fixed evaluation prompts per shift. shifts: which (`SHIFTS`).
         baselines: which baselines to compute on the evaluation prompts (None: none).
+        curriculum: grow the active dimensions and the prompt length during training (`Curriculum`).
     """
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
@@ -110,12 +144,16 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
         params = nnx.state(model.build(d, rngs=nnx.Rngs(k_init)))
         return params, tx.init(params), k_data
 
-    def loss_fn(params, p: Prompts):
-        # The sequence a prompt and its query make: K + 1 inputs, so every N = 0..K is trained.
+    def loss_fn(params, p: Prompts, length):
+        # The sequence a prompt and its query make: K + 1 inputs, so every N = 0..K is trained;
+        # a curriculum's shorter prompts: the first `length` + 1 positions.
         x = jnp.concatenate([p.x, p.xq[:, None]], axis=1)
         y = jnp.concatenate([p.y, p.yq[:, None]], axis=1)
         err = (apply(params, x, y) - y) ** 2
-        return err[:, -1].mean() if loss_at == "last" else err.mean()
+        if loss_at == "last":
+            return jnp.take(err, length, axis=1).mean()
+        keep = (jnp.arange(err.shape[1]) <= length).astype(err.dtype)
+        return (err * keep[None]).sum() / (keep.sum() * err.shape[0])
 
     chunk = max(1, steps // evals)
     bounds = sorted({min(steps, chunk * (i + 1)) for i in range(evals)} | {steps})
@@ -123,8 +161,9 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
     def run_chunk(params, opt_state, k_data, start, length):
         def step(c, t):
             params, opt_state = c
-            p = task.sample(jax.random.fold_in(k_data, t), batch_size)
-            loss, grads = jax.value_and_grad(loss_fn)(params, p)
+            active, length = (None, task.points) if curriculum is None else curriculum.at(t, d, task.points)
+            p = task.sample(jax.random.fold_in(k_data, t), batch_size, active=active)
+            loss, grads = jax.value_and_grad(loss_fn)(params, p, length)
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -163,16 +202,39 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
             print(f"{task.name} step {end}/{steps}: error at N={task.points} "
                   f"{float(np.mean([e[:, -1].mean() for e in errs.values()])):.4f}")
     wall = time.perf_counter() - t0
-    base_rows = []
+    base_rows, near_rows = [], []
     if baselines:
+        final = jax.device_get(jax.jit(jax.vmap(
+            lambda prm: {s: query_predictions(apply, prm, p) for s, p in eval_sets.items()}))(params))
         for s, p in eval_sets.items():
-            for b, pred in baseline_predictions(p, tuple(baselines)).items():
+            preds = {b: np.asarray(v) for b, v in baseline_predictions(p, tuple(baselines)).items()}
+            for b, pred in preds.items():
                 base_rows += [{"shift": s, "baseline": b, "n": n, "error": float(v)}
                               for n, v in enumerate(np.asarray(normalized_error(pred, p).mean(0)))]
+            near_rows += _closest(final[s], preds, seed_list, s, d)
     config = {"task": task.name, "d": d, "points": task.points, "noise": task.noise, "model": model.name,
               "model_config": vars(model).copy(), "optimizer": vars(optimizer).copy(), "steps": steps,
               "batch_size": batch_size, "seeds": seed_list, "loss_at": loss_at, "shifts": list(shifts),
-              "eval_prompts": eval_prompts}
+              "eval_prompts": eval_prompts, "curriculum": vars(curriculum).copy() if curriculum else None}
     return PromptResult(pd.DataFrame(rows), pd.DataFrame(base_rows), np.concatenate(losses, axis=1), config,
-                        params=params, graphdef=graphdef,
+                        params=params, graphdef=graphdef, closest=pd.DataFrame(near_rows, columns=CLOSEST_COLUMNS),
                         timing={"compile_s": compile_s, "wall_s": wall})
+
+
+CLOSEST_COLUMNS = ["seed", "shift", "n", "baseline", "distance", "fraction"]
+
+
+def _closest(model_pred: np.ndarray, preds: dict[str, np.ndarray], seeds, shift: str, d: int) -> list[dict]:
+    """Per seed and N: each baseline's mean squared distance (/ d) to the model's predictions, and
+    the fraction of prompts on which it is the closest (ties to the first listed)."""
+    names = list(preds)
+    stack = np.stack([preds[b] for b in names])  # [B, n, K + 1]
+    rows = []
+    for i, seed in enumerate(seeds):
+        dist = (stack - model_pred[i][None]) ** 2 / d  # [B, n, K + 1]
+        nearest = np.argmin(dist, axis=0)  # [n, K + 1]
+        for n in range(dist.shape[2]):
+            for j, b in enumerate(names):
+                rows.append({"seed": seed, "shift": shift, "n": n, "baseline": b,
+                             "distance": float(dist[j, :, n].mean()), "fraction": float((nearest[:, n] == j).mean())})
+    return rows
