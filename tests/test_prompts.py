@@ -114,3 +114,11 @@ def test_bad_prompt_settings_are_refused():
         make_prompt_task("sparse_linear", sparsity=0)
     with pytest.raises(KeyError, match="unknown baselines"):
         baseline_predictions(make_prompt_task("linear").sample(jax.random.key(0), 2), ("oracle",))
+
+
+@pytest.mark.parametrize("cls,baseline", [("relu2", "two_layer_net"), ("tree", "greedy_tree")])
+def test_the_class_matched_baselines_beat_the_generic_ones(cls, baseline):
+    p = make_prompt_task(cls, d=5, points=40).sample(jax.random.key(8), 256)
+    preds = baseline_predictions(p, (baseline, "least_squares", "knn"))
+    err = {k: float(np.asarray(normalized_error(v, p).mean(0))[40]) for k, v in preds.items()}
+    assert err[baseline] < 0.5 * min(err["least_squares"], err["knn"]), err

@@ -11,6 +11,11 @@ prompts in JAX.
   ``1 / (N + d + 1)``, the optimum of one linear self-attention layer (von Oswald et al.
   2023); normalized error ``(d + 1) / (N + d + 1)`` on linear prompts.
 * ``lasso``: L1-regularized least squares (``lam`` 0.1, 300 ISTA steps), for sparse prompts.
+* ``two_layer_net``: a two-layer ReLU net (32 hidden units) fitted to the N examples by 300
+  steps of Adam (lr 0.02) from a fixed small initialization, for ``relu2`` prompts.
+* ``greedy_tree``: a depth-4 tree on coordinate signs grown greedily (each node splits on the
+  coordinate that lowers the squared error most; leaves predict their mean, an empty leaf its
+  parent's), for ``tree`` prompts.
 
 `baseline_predictions` gives ``{name: [n, K + 1]}``; `normalized_error` the squared error
 divided by d, as in Garg et al.
@@ -79,6 +84,69 @@ def lasso(p: Prompts, lam: float = LASSO, steps: int = LASSO_STEPS) -> jax.Array
     return _per_n(fit, p)
 
 
+def two_layer_net(p: Prompts, hidden: int = 32, steps: int = 300, lr: float = 0.02) -> jax.Array:
+    import optax
+
+    d = p.x.shape[2]
+    kv, ka = jax.random.split(jax.random.key(0))
+    init = (jax.random.normal(kv, (hidden, d)) / jnp.sqrt(d), jax.random.normal(ka, (hidden,)) * 0.1)
+    tx = optax.adam(lr)
+    m_all = _masks(p.x.shape[1])
+
+    def net(params, x):
+        v, a = params
+        return jax.nn.relu(x @ v.T) @ a * jnp.sqrt(2.0 / hidden)
+
+    def one(x, y, xq):
+        def at(m):
+            def loss(params):
+                return jnp.sum(m * (net(params, x) - y) ** 2) / jnp.maximum(m.sum(), 1.0)
+
+            def step(c, _):
+                params, state = c
+                g = jax.grad(loss)(params)
+                upd, state = tx.update(g, state, params)
+                return (optax.apply_updates(params, upd), state), None
+
+            params = jax.lax.scan(step, (init, tx.init(init)), None, length=steps)[0][0]
+            return jnp.where(m.sum() > 0, net(params, xq[None, :])[0], 0.0)
+
+        return jax.vmap(at)(m_all)
+
+    return jax.vmap(one)(p.x, p.y, p.xq)
+
+
+def greedy_tree(p: Prompts, depth: int = 4) -> jax.Array:
+    m_all = _masks(p.x.shape[1])
+
+    def one(x, y, xq):
+        right = (x > 0).astype(jnp.float32)  # [K, d]: which side of each coordinate's split
+        q_right = (xq > 0).astype(jnp.float32)  # [d]
+
+        def at(m):
+            node = m  # weights of the examples in the query's node, root first
+            pred = jnp.where(m.sum() > 0, jnp.sum(m * y) / jnp.maximum(m.sum(), 1.0), 0.0)
+            for _ in range(depth):
+                w_r = node[:, None] * right  # [K, d]
+                w_l = node[:, None] * (1.0 - right)
+                n_r, n_l = w_r.sum(0), w_l.sum(0)
+                mu_r = (w_r * y[:, None]).sum(0) / jnp.maximum(n_r, 1.0)
+                mu_l = (w_l * y[:, None]).sum(0) / jnp.maximum(n_l, 1.0)
+                sse = ((w_r * (y[:, None] - mu_r[None, :]) ** 2).sum(0)
+                       + (w_l * (y[:, None] - mu_l[None, :]) ** 2).sum(0))
+                f = jnp.argmin(sse)  # the best coordinate to split this node on
+                go = q_right[f]
+                child = node * jnp.where(go > 0, right[:, f], 1.0 - right[:, f])
+                child_mean = jnp.where(go > 0, mu_r[f], mu_l[f])
+                pred = jnp.where(child.sum() > 0, child_mean, pred)  # an empty child keeps its parent's mean
+                node = jnp.where(child.sum() > 0, child, node)
+            return pred
+
+        return jax.vmap(at)(m_all)
+
+    return jax.vmap(one)(p.x, p.y, p.xq)
+
+
 def knn(p: Prompts, k: int = KNN) -> jax.Array:
     m = _masks(p.x.shape[1])  # [K + 1, K]
 
@@ -98,7 +166,7 @@ def knn(p: Prompts, k: int = KNN) -> jax.Array:
 
 BASELINES: dict[str, Callable[[Prompts], jax.Array]] = {
     "least_squares": least_squares, "ridge": ridge, "knn": knn, "averaging": averaging,
-    "one_step_gd": one_step_gd, "lasso": lasso,
+    "one_step_gd": one_step_gd, "lasso": lasso, "two_layer_net": two_layer_net, "greedy_tree": greedy_tree,
 }
 
 
