@@ -101,3 +101,10 @@ def test_a_curriculum_grows_the_dimensions_and_the_prompts():
     assert h[8] < h[0]
     with pytest.raises(ConfigError, match="curriculum.every"):
         Curriculum(every=0)
+
+
+def test_evaluations_are_evenly_spaced_and_end_at_the_last_step():
+    task = make_prompt_task("linear", d=2, points=3)
+    r = train_prompts(task, LinearAttention(max_points=3), steps=10, batch_size=8, seeds=1, evals=3, eval_prompts=8,
+                      baselines=None)
+    assert sorted(r.history["step"].unique()) == [3, 7, 10] and r.closest.empty

@@ -115,7 +115,7 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
         loss_at: ``all`` (the squared error at every input position of the prompt and its
             query, K + 1 of them, as in Garg et al.) or ``last`` (only the query after all K
             examples). Models need ``max_points >= K + 1``.
-        evals: evaluation points (the last one at the end).
+        evals: evaluation points, evenly spaced, the last one at the end (at most ``steps``).
         eval_prompts: fixed evaluation prompts per shift. shifts: which (`SHIFTS`).
         baselines: which baselines to compute on the evaluation prompts (None: none).
         curriculum: grow the active dimensions and the prompt length during training (`Curriculum`).
@@ -155,8 +155,8 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
         keep = (jnp.arange(err.shape[1]) <= length).astype(err.dtype)
         return (err * keep[None]).sum() / (keep.sum() * err.shape[0])
 
-    chunk = max(1, steps // evals)
-    bounds = sorted({min(steps, chunk * (i + 1)) for i in range(evals)} | {steps})
+    # evaluation steps, evenly spaced, the last at `steps` (fewer than `evals` when steps < evals)
+    bounds = sorted({b for i in range(evals) if (b := round(steps * (i + 1) / evals)) > 0})
 
     def run_chunk(params, opt_state, k_data, start, length):
         def step(c, t):
@@ -199,8 +199,8 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
                 rows += [{"seed": seed, "step": end, "shift": s, "n": n, "error": float(v)}
                          for n, v in enumerate(e[i])]
         if not quiet:
-            print(f"{task.name} step {end}/{steps}: error at N={task.points} "
-                  f"{float(np.mean([e[:, -1].mean() for e in errs.values()])):.4f}")
+            print(f"{task.name} step {end}/{steps}: error with all K examples "
+                  + ", ".join(f"{s} {float(e[:, -1].mean()):.4f}" for s, e in errs.items()))
     wall = time.perf_counter() - t0
     base_rows, near_rows = [], []
     if baselines:
