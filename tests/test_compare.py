@@ -362,8 +362,7 @@ def test_plateau_columns_and_zero_loss_rate():
     md = render_markdown(out)
     for title in ("Rate of reaching the zero-loss solution", "Stalls per run", "Runs stuck at the end", "Bumps"):
         assert title in md
-    assert any("Stuck: 50% of mse runs on t_one" in f for f in out["findings"]["finding"]) if "findings" in out \
-        else True
+    assert any("Stuck: 50% of mse runs on t_one" in f for f in out["findings"]["finding"])
 
 
 def test_findings_name_the_best_label_and_whether_its_interval_separates():

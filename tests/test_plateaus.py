@@ -111,7 +111,7 @@ def test_a_short_plateau_is_found_however_long_the_run_goes_on():
     found = plateaus(t, loss)
     assert len(found) == 3 and all(p.ended for p in found), found
     middle = found[1]
-    assert 900 - 100 <= middle.duration <= 600 + 100 or middle.duration == pytest.approx(600, abs=150)
+    assert middle.duration == pytest.approx(600, abs=150)
     assert math.exp(-1.5) * 0.9 < middle.level < math.exp(-1.5) * 1.1
     c = read_curve(t, loss)
     assert c.final.converged and not c.final.stuck  # the long tail at zero is not a plateau
@@ -161,7 +161,7 @@ def test_stalls_are_scale_free(curve, more, a, b, noise, seed):
     drops, widths, gaps, spacing, n = curve
     t, loss = staircase(drops, widths, gaps, spacing, n)
     edges = np.cumsum(gaps)
-    for k in range(len(edges)):  # every plateau sampled by >= 20 points (the detector needs 15)
+    for k in range(len(edges)):  # every plateau sampled by >= 20 points (the detector needs 5)
         lo = edges[k - 1] + 3 * widths[k - 1] if k else 0.0
         assume(np.sum((t >= lo) & (t <= edges[k] - 3 * widths[k])) >= 20)
     loss = loss * np.exp(np.random.default_rng(seed).normal(0.0, noise, n))  # measurement noise

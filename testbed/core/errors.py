@@ -8,6 +8,12 @@ what would have been accepted.
 from __future__ import annotations
 
 
+def is_count(v: object, low: int = 1) -> bool:
+    """Whether ``v`` is a whole number (not a bool) of at least ``low``: the check behind every
+    "expected an integer >= ..." message."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
 class TestbedError(Exception):
     """Base class for errors caused by user input (specs, configs, flags)."""
 

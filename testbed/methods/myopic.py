@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from testbed.core.errors import ConfigError
+from testbed.core.errors import ConfigError, is_count
 from testbed.methods.base import Ctx, Extras, Method, Profile, make_method, register_method
 from testbed.tasks.task import Batch, Task
 
@@ -107,7 +107,7 @@ def _factory(name: str, horizon: int, base: str, epoch_steps: int | None, schedu
     where = f"method {name}"
 
     def need_int(fld: str, v, lo: int) -> int:
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        if not is_count(v, lo):
             raise ConfigError(f"{where}: {fld}: expected an integer >= {lo}, got {v!r}")
         return v
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from testbed.core.errors import ConfigError
+from testbed.core.errors import ConfigError, is_count
 from testbed.models.activations import ACTIVATIONS
 from testbed.models.dense import Linear, matmul
 from testbed.models.registry import register_model
@@ -181,7 +181,7 @@ class MLP:
     activation: str = "relu"  # relu | tanh | gelu
 
     def __post_init__(self):
-        _positive(self, "width", "depth")
+        positive_fields(self, "width", "depth")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"model.activation: unknown {self.activation!r}; accepted: {', '.join(ACTIVATIONS)}")
 
@@ -202,7 +202,7 @@ class LowRank:
     rank: int = 2  # inner dimension r (the rank limit of the learned matrix)
 
     def __post_init__(self):
-        _positive(self, "rank")
+        positive_fields(self, "rank")
 
     name = "lowrank"
 
@@ -222,9 +222,9 @@ class Matrix:
     rows: int | None = None  # rows of the matrix; None: the most square shape the outputs allow
 
     def __post_init__(self):
-        _positive(self, "rank")
+        positive_fields(self, "rank")
         if self.rows is not None:
-            _positive(self, "rows")
+            positive_fields(self, "rows")
 
     name = "matrix"
 
@@ -244,7 +244,7 @@ class DeepLinear:
     depth: int = 2  # number of weight matrices (2 = one hidden layer)
 
     def __post_init__(self):
-        _positive(self, "width", "depth")
+        positive_fields(self, "width", "depth")
 
     name = "deep_linear"
 
@@ -255,8 +255,9 @@ class DeepLinear:
         return (self.width,) * (self.depth - 1)
 
 
-def _positive(cfg, *names: str) -> None:
+def positive_fields(cfg, *names: str) -> None:
+    """Raise ConfigError naming ``model.<field>`` unless each named field is a positive integer."""
     for n in names:
         v = getattr(cfg, n)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        if not is_count(v):
             raise ConfigError(f"model.{n}: expected a positive integer, got {v!r}")

@@ -26,13 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from testbed.core.errors import ConfigError
-
-
-def _positive(cfg, *names: str) -> None:
-    for n in names:
-        v = getattr(cfg, n)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"model.{n}: expected a positive integer, got {v!r}")
+from testbed.models.modules import positive_fields
 
 
 class _Block(nnx.Module):
@@ -99,7 +93,7 @@ class Transformer:
     name = "transformer"
 
     def __post_init__(self):
-        _positive(self, "width", "depth", "heads", "max_points")
+        positive_fields(self, "width", "depth", "heads", "max_points")
         if self.width % self.heads:
             raise ConfigError(f"model.heads: {self.heads} heads do not divide width={self.width}")
 
@@ -116,7 +110,7 @@ class LinearAttention:
     name = "linear_attention"
 
     def __post_init__(self):
-        _positive(self, "max_points")
+        positive_fields(self, "max_points")
 
     def build(self, d: int, *, rngs: nnx.Rngs) -> nnx.Module:
         return LinearAttentionModule(d, self.max_points, rngs=rngs)

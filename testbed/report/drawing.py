@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from testbed.analyses.base import Analysis, Figure, make_analysis
+from testbed.analyses.base import Analysis, make_analysis
 from testbed.core.style import save
 
 WORKERS_ENV = "TESTBED_FIGURE_WORKERS"
@@ -71,7 +71,6 @@ def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, form
 def _draw(a: Analysis, tables: dict, fig_dir: Path, formats: tuple[str, ...]) -> list[tuple[str | None, str, Path]]:
     out = []
     for f in a.figures(tables):
-        f: Figure
         out.append((f.task, f.caption, save(f.figure, fig_dir / f.file_stem, formats)[0]))
     return out
 

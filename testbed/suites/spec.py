@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.core.columns import SWEPT
-from testbed.core.errors import TestbedError
+from testbed.core.errors import TestbedError, is_count
 from testbed.suites.store import cell_key
 
 TRAIN_FIELDS = {"steps": int, "batch_size": int, "evals": int, "eval_spacing": str, "eval_size": int,
@@ -277,7 +277,7 @@ def _stages(v: Any, fld: str, err) -> tuple:
     for i, st in enumerate(v):
         _keys(st, STAGE_FIELDS, f"{fld}[{i}]", err)
         steps = st.get("steps")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        if not is_count(steps):
             raise err(f"{fld}[{i}].steps", "expected a positive integer", steps)
         for part, known in (("method", list_methods()), ("optimizer", list(OPTIMIZERS))):
             if part in st:

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from testbed.core.errors import ConfigError
+from testbed.core.errors import ConfigError, is_count
 from testbed.tasks.build import build_task
 from testbed.tasks.registry import register_task
 from testbed.tasks.task import Domain, Piece, Task
@@ -70,7 +70,7 @@ def deep_linear_target(dim_in: int = 8, dim_out: int = 8, singular_values: Seque
         raise ConfigError(f"deep_linear: singular_values must be a non-empty tuple of numbers >= 0, "
                           f"got {singular_values!r}")
     for name, v in (("dim_in", dim_in), ("dim_out", dim_out)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        if not is_count(v):
             raise ConfigError(f"deep_linear: {name}={v!r} must be a positive integer")
     if k > min(dim_in, dim_out):
         raise ConfigError(f"deep_linear: {k} singular values need min(dim_in, dim_out) >= {k}, "

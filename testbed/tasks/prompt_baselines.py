@@ -41,33 +41,34 @@ def _masks(k: int) -> jax.Array:
     return (jnp.arange(k)[None, :] < jnp.arange(k + 1)[:, None]).astype(jnp.float32)
 
 
-def _per_n(fit: Callable, p: Prompts) -> jax.Array:
-    """Predictions [n, K + 1] of a linear fit ``fit(X [K, d], y [K], m [K]) -> w [d]``."""
-    m = _masks(p.x.shape[1])
+def _per_n(predict: Callable, p: Prompts) -> jax.Array:
+    """[n, K + 1]: ``predict(x [K, d], y [K], m [K], xq [d]) -> scalar`` for every prompt and
+    every N, ``m`` keeping the first N examples."""
+    masks = _masks(p.x.shape[1])
+    return jax.vmap(lambda x, y, xq: jax.vmap(lambda m: predict(x, y, m, xq))(masks))(p.x, p.y, p.xq)
 
-    def one(x, y, xq):
-        w = jax.vmap(lambda mm: fit(x * mm[:, None], y * mm, mm))(m)  # [K + 1, d]
-        return w @ xq
 
-    return jax.vmap(one)(p.x, p.y, p.xq)
+def _linear(fit: Callable, p: Prompts) -> jax.Array:
+    """`_per_n` of a linear fit ``fit(X, y, m) -> w [d]`` on the examples kept (others zeroed)."""
+    return _per_n(lambda x, y, m, xq: fit(x * m[:, None], y * m, m) @ xq, p)
 
 
 def least_squares(p: Prompts) -> jax.Array:
-    return _per_n(lambda x, y, m: jnp.linalg.pinv(x) @ y, p)
+    return _linear(lambda x, y, m: jnp.linalg.pinv(x) @ y, p)
 
 
 def ridge(p: Prompts, lam: float = RIDGE) -> jax.Array:
     d = p.x.shape[2]
-    return _per_n(lambda x, y, m: jnp.linalg.solve(x.T @ x + lam * jnp.eye(d), x.T @ y), p)
+    return _linear(lambda x, y, m: jnp.linalg.solve(x.T @ x + lam * jnp.eye(d), x.T @ y), p)
 
 
 def averaging(p: Prompts) -> jax.Array:
-    return _per_n(lambda x, y, m: x.T @ y / jnp.maximum(m.sum(), 1.0), p)
+    return _linear(lambda x, y, m: x.T @ y / jnp.maximum(m.sum(), 1.0), p)
 
 
 def one_step_gd(p: Prompts) -> jax.Array:
     d = p.x.shape[2]
-    return _per_n(lambda x, y, m: x.T @ y / (m.sum() + d + 1.0), p)
+    return _linear(lambda x, y, m: x.T @ y / (m.sum() + d + 1.0), p)
 
 
 def lasso(p: Prompts, lam: float = LASSO, steps: int = LASSO_STEPS) -> jax.Array:
@@ -81,7 +82,7 @@ def lasso(p: Prompts, lam: float = LASSO, steps: int = LASSO_STEPS) -> jax.Array
 
         return jax.lax.scan(ista, jnp.zeros(x.shape[1]), None, length=steps)[0]
 
-    return _per_n(fit, p)
+    return _linear(fit, p)
 
 
 def two_layer_net(p: Prompts, hidden: int = 32, steps: int = 300, lr: float = 0.02) -> jax.Array:
@@ -91,77 +92,56 @@ def two_layer_net(p: Prompts, hidden: int = 32, steps: int = 300, lr: float = 0.
     kv, ka = jax.random.split(jax.random.key(0))
     init = (jax.random.normal(kv, (hidden, d)) / jnp.sqrt(d), jax.random.normal(ka, (hidden,)) * 0.1)
     tx = optax.adam(lr)
-    m_all = _masks(p.x.shape[1])
 
     def net(params, x):
         v, a = params
         return jax.nn.relu(x @ v.T) @ a * jnp.sqrt(2.0 / hidden)
 
-    def one(x, y, xq):
-        def at(m):
-            def loss(params):
-                return jnp.sum(m * (net(params, x) - y) ** 2) / jnp.maximum(m.sum(), 1.0)
+    def predict(x, y, m, xq):
+        def loss(params):
+            return jnp.sum(m * (net(params, x) - y) ** 2) / jnp.maximum(m.sum(), 1.0)
 
-            def step(c, _):
-                params, state = c
-                g = jax.grad(loss)(params)
-                upd, state = tx.update(g, state, params)
-                return (optax.apply_updates(params, upd), state), None
+        def step(c, _):
+            params, state = c
+            upd, state = tx.update(jax.grad(loss)(params), state, params)
+            return (optax.apply_updates(params, upd), state), None
 
-            params = jax.lax.scan(step, (init, tx.init(init)), None, length=steps)[0][0]
-            return jnp.where(m.sum() > 0, net(params, xq[None, :])[0], 0.0)
+        params = jax.lax.scan(step, (init, tx.init(init)), None, length=steps)[0][0]
+        return jnp.where(m.sum() > 0, net(params, xq[None, :])[0], 0.0)
 
-        return jax.vmap(at)(m_all)
-
-    return jax.vmap(one)(p.x, p.y, p.xq)
+    return _per_n(predict, p)
 
 
 def greedy_tree(p: Prompts, depth: int = 4) -> jax.Array:
-    m_all = _masks(p.x.shape[1])
-
-    def one(x, y, xq):
+    def predict(x, y, m, xq):
         right = (x > 0).astype(jnp.float32)  # [K, d]: which side of each coordinate's split
-        q_right = (xq > 0).astype(jnp.float32)  # [d]
+        node = m  # weights of the examples in the query's node, root first
+        pred = jnp.where(m.sum() > 0, jnp.sum(m * y) / jnp.maximum(m.sum(), 1.0), 0.0)
+        for _ in range(depth):
+            w_r = node[:, None] * right  # [K, d]
+            w_l = node[:, None] * (1.0 - right)
+            mu_r = (w_r * y[:, None]).sum(0) / jnp.maximum(w_r.sum(0), 1.0)
+            mu_l = (w_l * y[:, None]).sum(0) / jnp.maximum(w_l.sum(0), 1.0)
+            sse = ((w_r * (y[:, None] - mu_r[None, :]) ** 2).sum(0)
+                   + (w_l * (y[:, None] - mu_l[None, :]) ** 2).sum(0))
+            f = jnp.argmin(sse)  # the best coordinate to split this node on
+            go = xq[f] > 0
+            child = node * jnp.where(go, right[:, f], 1.0 - right[:, f])
+            pred = jnp.where(child.sum() > 0, jnp.where(go, mu_r[f], mu_l[f]), pred)  # empty: the parent's mean
+            node = jnp.where(child.sum() > 0, child, node)
+        return pred
 
-        def at(m):
-            node = m  # weights of the examples in the query's node, root first
-            pred = jnp.where(m.sum() > 0, jnp.sum(m * y) / jnp.maximum(m.sum(), 1.0), 0.0)
-            for _ in range(depth):
-                w_r = node[:, None] * right  # [K, d]
-                w_l = node[:, None] * (1.0 - right)
-                n_r, n_l = w_r.sum(0), w_l.sum(0)
-                mu_r = (w_r * y[:, None]).sum(0) / jnp.maximum(n_r, 1.0)
-                mu_l = (w_l * y[:, None]).sum(0) / jnp.maximum(n_l, 1.0)
-                sse = ((w_r * (y[:, None] - mu_r[None, :]) ** 2).sum(0)
-                       + (w_l * (y[:, None] - mu_l[None, :]) ** 2).sum(0))
-                f = jnp.argmin(sse)  # the best coordinate to split this node on
-                go = q_right[f]
-                child = node * jnp.where(go > 0, right[:, f], 1.0 - right[:, f])
-                child_mean = jnp.where(go > 0, mu_r[f], mu_l[f])
-                pred = jnp.where(child.sum() > 0, child_mean, pred)  # an empty child keeps its parent's mean
-                node = jnp.where(child.sum() > 0, child, node)
-            return pred
-
-        return jax.vmap(at)(m_all)
-
-    return jax.vmap(one)(p.x, p.y, p.xq)
+    return _per_n(predict, p)
 
 
 def knn(p: Prompts, k: int = KNN) -> jax.Array:
-    m = _masks(p.x.shape[1])  # [K + 1, K]
+    def predict(x, y, m, xq):
+        dd = jnp.where(m > 0, jnp.sum((x - xq[None, :]) ** 2, axis=1), jnp.inf)
+        idx = jnp.argsort(dd)[:k]
+        ok = jnp.isfinite(dd[idx])
+        return jnp.where(ok.any(), jnp.sum(jnp.where(ok, y[idx], 0.0)) / jnp.maximum(ok.sum(), 1), 0.0)
 
-    def one(x, y, xq):
-        dist = jnp.sum((x - xq[None, :]) ** 2, axis=1)  # [K]
-
-        def at(mm):
-            dd = jnp.where(mm > 0, dist, jnp.inf)
-            idx = jnp.argsort(dd)[:k]
-            ok = jnp.isfinite(dd[idx])
-            return jnp.where(ok.any(), jnp.sum(jnp.where(ok, y[idx], 0.0)) / jnp.maximum(ok.sum(), 1), 0.0)
-
-        return jax.vmap(at)(m)
-
-    return jax.vmap(one)(p.x, p.y, p.xq)
+    return _per_n(predict, p)
 
 
 BASELINES: dict[str, Callable[[Prompts], jax.Array]] = {

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from testbed.core.errors import ConfigError
+from testbed.core.errors import ConfigError, is_count
 from testbed.core.registry import Registry
 
 SHIFTS = ("none", "scale_0.33", "scale_0.5", "scale_2", "scale_3", "skewed", "orthogonal", "half_space",
@@ -101,7 +101,7 @@ def linear() -> FunctionClass:
 
 @register_function_class("sparse_linear")
 def sparse_linear(sparsity: int = 3) -> FunctionClass:
-    if not isinstance(sparsity, int) or isinstance(sparsity, bool) or sparsity < 1:
+    if not is_count(sparsity):
         raise ConfigError(f"sparse_linear: sparsity={sparsity!r} must be a positive integer")
 
     def sample(key, n, d):
@@ -118,7 +118,7 @@ def sparse_linear(sparsity: int = 3) -> FunctionClass:
 
 @register_function_class("relu2")
 def relu2(hidden: int = 100) -> FunctionClass:
-    if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
+    if not is_count(hidden):
         raise ConfigError(f"relu2: hidden={hidden!r} must be a positive integer")
 
     def sample(key, n, d):
@@ -134,7 +134,7 @@ def relu2(hidden: int = 100) -> FunctionClass:
 
 @register_function_class("tree")
 def tree(depth: int = 4) -> FunctionClass:
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 10:
+    if not is_count(depth) or depth > 10:
         raise ConfigError(f"tree: depth={depth!r} must be an integer in 1..10")
 
     def sample(key, n, d):
@@ -187,7 +187,7 @@ class PromptTask:
     def __post_init__(self):
         for name in ("d", "points"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not is_count(v):
                 raise ConfigError(f"prompt task: {name}={v!r} must be a positive integer")
         if not (isinstance(self.noise, int | float) and math.isfinite(self.noise) and self.noise >= 0):
             raise ConfigError(f"prompt task: noise={self.noise!r} must be a number >= 0")

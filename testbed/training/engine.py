@@ -37,7 +37,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from testbed.core.columns import SWEPT
-from testbed.core.errors import ConfigError
+from testbed.core.errors import ConfigError, is_count
 from testbed.core.platform import provenance
 from testbed.methods.base import Ctx, Method, make_method
 from testbed.models.modules import MLP
@@ -168,13 +168,13 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
     optimizer = make_optimizer(optimizer) if isinstance(optimizer, str) else (optimizer or Optimizer())
     for name, v, lo in (("steps", steps, 1), ("batch_size", batch_size, 1), ("eval_size", eval_size, 1),
                         ("probe_points", probe_points, 1)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        if not is_count(v, lo):
             raise ConfigError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {v!r}")
     optimizer.check(steps)
     if train_split not in task.splits:
         raise ConfigError(f"--train-split: task {task.name!r} has no split {train_split!r}; "
                           f"splits: {', '.join(task.splits)}")
-    if not isinstance(data_stream, int) or isinstance(data_stream, bool) or data_stream < 0:
+    if not is_count(data_stream, 0):
         raise ConfigError(f"data_stream: expected an integer >= 0, got {data_stream!r}")
     if method.extras.check is not None:
         method.extras.check(task, steps)

@@ -25,7 +25,7 @@ import optax
 import pandas as pd
 from flax import nnx
 
-from testbed.core.errors import ConfigError
+from testbed.core.errors import ConfigError, is_count
 from testbed.tasks.prompt_baselines import baseline_predictions, normalized_error
 from testbed.tasks.prompts import SHIFTS, Prompts, PromptTask
 from testbed.training.optim import Optimizer
@@ -50,9 +50,9 @@ class Curriculum:
     def __post_init__(self):
         for name in ("start_d", "start_points", "every", "add_d", "add_points"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name.startswith("add") else 1):
-                raise ConfigError(f"curriculum.{name}: expected a whole number >= "
-                                  f"{0 if name.startswith('add') else 1}, got {v!r}")
+            low = 0 if name.startswith("add") else 1
+            if not is_count(v, low):
+                raise ConfigError(f"curriculum.{name}: expected a whole number >= {low}, got {v!r}")
 
     def at(self, t, d: int, points: int):
         """(active dims, prompt length) at update t (traced)."""
@@ -124,7 +124,7 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
     if not seed_list:
         raise ConfigError("seeds: expected a positive count or a non-empty list")
     for name, v in (("steps", steps), ("batch_size", batch_size), ("evals", evals), ("eval_prompts", eval_prompts)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        if not is_count(v):
             raise ConfigError(f"{name}: expected an integer >= 1, got {v!r}")
     if loss_at not in ("all", "last"):
         raise ConfigError(f"loss_at: {loss_at!r}; accepted: all, last")
@@ -173,8 +173,9 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
     eval_sets = {s: task.sample(jax.random.fold_in(jax.random.key(EVAL_KEY), i), eval_prompts, s)
                  for i, s in enumerate(shifts)}
 
-    def evaluate(params):
-        return {s: normalized_error(query_predictions(apply, params, p), p).mean(0) for s, p in eval_sets.items()}
+    def evaluate(params):  # (errors [K + 1] per shift, the predictions they come from)
+        preds = {s: query_predictions(apply, params, p) for s, p in eval_sets.items()}
+        return {s: normalized_error(preds[s], p).mean(0) for s, p in eval_sets.items()}, preds
 
     t0 = time.perf_counter()
     keys = jnp.stack([jax.random.key(s) for s in seed_list])
@@ -193,7 +194,7 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
         params, opt_state, lo = chunk_fns[length](params, opt_state, k_data, jnp.int32(start))
         losses.append(np.asarray(lo))
         start = end
-        errs = jax.device_get(eval_fn(params))
+        errs, final = jax.device_get(eval_fn(params))  # the last evaluation's predictions: `closest`
         for s, e in errs.items():
             for i, seed in enumerate(seed_list):
                 rows += [{"seed": seed, "step": end, "shift": s, "n": n, "error": float(v)}
@@ -204,8 +205,6 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
     wall = time.perf_counter() - t0
     base_rows, near_rows = [], []
     if baselines:
-        final = jax.device_get(jax.jit(jax.vmap(
-            lambda prm: {s: query_predictions(apply, prm, p) for s, p in eval_sets.items()}))(params))
         for s, p in eval_sets.items():
             preds = {b: np.asarray(v) for b, v in baseline_predictions(p, tuple(baselines)).items()}
             for b, pred in preds.items():

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from testbed.core.errors import ConfigError
+from testbed.core.errors import ConfigError, is_count
 
 # (stage_method, stage_optimizer: not "method", "optimizer", which name a suite cell's columns)
 STAGE_COLUMNS = ["stage", "name", "start", "steps", "stage_method", "stage_optimizer", "split"]
@@ -116,7 +116,7 @@ def plan_stages(task, stages: Sequence[Stage | dict]) -> list[Stage]:
     plan = []
     method, optimizer = "mse", None
     for i, s in enumerate(stages):
-        if not isinstance(s.steps, int) or isinstance(s.steps, bool) or s.steps < 1:
+        if not is_count(s.steps):
             raise ConfigError(f"stages[{i}].steps: expected an integer >= 1, got {s.steps!r}")
         if s.split not in task.splits:
             raise ConfigError(f"stages[{i}].split: task {task.name!r} has no split {s.split!r}; "

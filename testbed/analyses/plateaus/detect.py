@@ -85,13 +85,13 @@ from typing import NamedTuple
 import numpy as np
 
 from testbed.core.columns import COMPONENTS, SWEPT
+from testbed.core.errors import is_count
 
 CONFIG_COLUMNS = (*COMPONENTS, *SWEPT)
 PLATEAU_COLUMNS = ["plateau", "start", "end", "duration", "level", "drop", "ended", "drop_step"]
 CONTRAST = 8.0  # a stall is this many times slower (per unit of log-loss) than the drop that ends it
 EXTENT = 3.0  # a stall covers the bands whose dwell is within this factor of its slowest band
 NOISE_WINDOW = 41
-MIN_POINTS = 1  # a stall spans at least this many times `smooth` samples (3 would drop sparse log-spaced stalls)
 BUMP_WINDOW = 4  # bumps are read on a running median of BUMP_WINDOW * smooth + 1 samples
 BUMP_FLOOR = 1e-6  # ... of the loss above zero, floored at this fraction of the initial loss  # points over which the local noise of the log-loss is estimated
 
@@ -207,7 +207,9 @@ def read_curve(steps: Sequence[float] | np.ndarray, losses: Sequence[float] | np
             raise ValueError(f"{name} must be a finite number > {low}, got {v!r}")
     if not math.isfinite(zero):
         raise ValueError(f"zero must be finite, got {zero!r}")
-    if isinstance(smooth, bool) or not isinstance(smooth, int | np.integer) or smooth < 1:
+    if isinstance(smooth, np.integer):
+        smooth = int(smooth)
+    if not is_count(smooth):
         raise ValueError(f"smooth must be a whole number of points >= 1, got {smooth!r}")
     if len(t_all) and (not np.all(np.isfinite(t_all)) or np.any(np.diff(t_all) <= 0)):
         raise ValueError("steps must be finite and strictly increasing")
@@ -216,34 +218,32 @@ def read_curve(steps: Sequence[float] | np.ndarray, losses: Sequence[float] | np
     if len(t) < 4:
         return Curve([], None, [])
     above = raw - zero
-    l0 = float(np.median(above[:min(len(above), max(int(smooth), 1))]))
+    l0 = float(np.median(above[:smooth]))
     if not l0 > 0:
         return Curve([], Final(float(t[0]), float(raw.mean()), True, False), [], float(t[-1]))
     floor = zero_tol * l0
+    floor_log = math.log(floor)
     y = np.log(np.maximum(above, floor))
     z = _running_median(y, smooth)
     g = _isotonic_decreasing(z)
-    sig_z = 1.25 * _local_noise(y) / math.sqrt(max(int(smooth), 1))
+    sig_z = 1.25 * _local_noise(y) / math.sqrt(smooth)
     n = len(t)
-    neg = -g  # non-decreasing: searchsorted works on it
-    unclipped = y > math.log(floor)
+    unclipped = y > floor_log
     h = max(resolution, 2.5 * float(np.median(sig_z[unclipped])) if unclipped.any() else 0.0)
-    found = _stalls(t, g, z, neg, h, contrast, min_drop, math.log(floor), max(MIN_POINTS * int(smooth), 3))
-    after = found[-1][3] if found else 0
-    eps = np.maximum(h / 2.0, sig_z)
+    # The level the run ends at: the floor when it ends there (clipped), else the median of its
+    # last points (the end of an isotonic fit overshoots down: its last value is the smallest
+    # mean of a suffix, which would pass for a drop).
+    end = floor_log if float(z[-1]) <= floor_log + 1e-12 else max(float(np.median(z[-(2 * smooth + 1):])),
+                                                                  floor_log)
+    found = _stalls(t, g, z, h, contrast, min_drop, floor_log, max(end, float(g[-1])), max(smooth, 3))
+    eps = max(h / 2.0, float(sig_z[-1]))
 
-    # The final stretch: after the last escape, the points whose fit is within eps of the
-    # level the run ends at: the floor when it ends there (clipped), else the median of its
-    # last points (robust to the fit's end bias).
-    after = min(after, n - 1)
-    if float(z[-1]) <= math.log(floor) + 1e-12:
-        ref = math.log(floor)
-    else:
-        ref = float(np.median(z[-max(2 * int(smooth) + 1, 3):]))
-    f0 = int(np.searchsorted(neg, -(ref + eps[-1]), side="left"))
+    # The final stretch: after the last escape, the points whose fit is within eps of `end`.
+    after = min(found[-1][3] if found else 0, n - 1)
+    f0 = int(np.searchsorted(-g, -(end + eps), side="left"))
     f0 = min(max(f0, after), n - 1)
     z_final = float(np.median(z[f0:]))
-    converged = bool(z_final <= math.log(floor) + eps[-1])
+    converged = bool(z_final <= floor_log + eps)
     span = float(t[-1] - t_all[0])
     stuck = bool(not converged and span > 0 and t[-1] - t[f0] >= stuck_frac * span)
     final = Final(float(t[f0]), float(raw[f0:].mean()), converged, stuck)
@@ -258,7 +258,7 @@ def read_curve(steps: Sequence[float] | np.ndarray, losses: Sequence[float] | np
     # Bumps on a wider running median: a rise that lasts, not the spikes of heavy-tailed batch noise.
     # They are read below the zero-loss floor too (down to BUMP_FLOOR of the initial loss): an
     # optimizer's spikes after convergence are bumps, float noise further down is not.
-    wide_window = BUMP_WINDOW * max(int(smooth), 1) + 1
+    wide_window = BUMP_WINDOW * smooth + 1
     yb = np.log(np.maximum(above, BUMP_FLOOR * l0))
     zb = _running_median(yb, wide_window)
     sig_b = 1.25 * _local_noise(yb) / math.sqrt(wide_window)
@@ -276,10 +276,10 @@ def plateaus(steps: Sequence[float] | np.ndarray, losses: Sequence[float] | np.n
 
 # -- internals -------------------------------------------------------------------
 
-def _first_passage(t: np.ndarray, g: np.ndarray, neg: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def _first_passage(t: np.ndarray, g: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """For a non-increasing ``g``: the first time it reaches each level (linearly interpolated
     between points; ``t[0]`` for levels above ``g[0]``, inf for levels it never reaches)."""
-    k = np.searchsorted(neg, -levels, side="left")
+    k = np.searchsorted(-g, -levels, side="left")
     out = np.full(len(levels), np.inf)
     hit = k < len(g)
     kk = k[hit]
@@ -290,25 +290,21 @@ def _first_passage(t: np.ndarray, g: np.ndarray, neg: np.ndarray, levels: np.nda
     return out
 
 
-def _stalls(t, g, z, neg, h, contrast, min_drop, floor_log, min_points) -> list[tuple[int, int, float, int]]:
+def _stalls(t, g, z, h, contrast, min_drop, floor_log, bottom, min_points) -> list[tuple[int, int, float, int]]:
     """Stalls as (first point, last point, median z, point where the escape is complete).
 
     Steps 3 and 4 of the module docstring: dwell times in log-loss bands of width ``h``
-    and one-sided prominences against the drops on either side.
+    between the fit's first value and ``bottom`` (the level the run ends at), and one-sided
+    prominences against the drops on either side.
     """
+    neg = -g  # non-decreasing: searchsorted works on it
     step = h / 4.0
-    # The end of an isotonic fit of a noisy curve overshoots (its last value is the smallest
-    # mean of a suffix), which would pass for a fast drop: bands stop at the median there.
     top = float(g[0])
-    # (A run that ends at the floor, clipped, has no such noise there.)
-    at_floor = float(z[-1]) <= floor_log + 1e-12
-    bottom = floor_log if at_floor else max(float(g[-1]), float(np.median(z[-max(2 * min_points + 1, 3):])),
-                                            floor_log)
     m_count = int(math.floor((top - bottom - h) / step)) + 1
     if m_count < 3:
         return []
     hi = top - step * np.arange(m_count)  # band m covers [hi[m] - h, hi[m]]
-    t_hi, t_lo = _first_passage(t, g, neg, hi), _first_passage(t, g, neg, hi - h)
+    t_hi, t_lo = _first_passage(t, g, hi), _first_passage(t, g, hi - h)
     dwell = t_lo - t_hi
     # Drops are timed over a coarser band (min_drop of log-loss): how fast the loss covers a
     # drop that counts, not how fast it crosses one thin band between two noisy samples.
@@ -316,8 +312,8 @@ def _stalls(t, g, z, neg, h, contrast, min_drop, floor_log, min_points) -> list[
     # (Bands after a stall reach down from their top; bands before it reach up from their bottom.)
     down = np.maximum(hi - wide, bottom)  # near the ends of the curve a drop is timed over less
     up = np.minimum(hi - h + wide, top)
-    fast = _first_passage(t, g, neg, down) - t_hi
-    fast_up = t_lo - _first_passage(t, g, neg, up)
+    fast = _first_passage(t, g, down) - t_hi
+    fast_up = t_lo - _first_passage(t, g, up)
     ok = np.isfinite(dwell)
     hi, dwell, fast, fast_up = hi[ok], dwell[ok], fast[ok], fast_up[ok]
     width_down, width_up = (hi - down[ok]), (up[ok] - hi + h)
@@ -359,7 +355,7 @@ def _stalls(t, g, z, neg, h, contrast, min_drop, floor_log, min_points) -> list[
         claimed[a:b + 1] = True
         ranges.append((a, b))
     stalls = []
-    mid = _first_passage(t, g, neg, hi - h / 2.0)  # when the fit crosses each band's centre
+    mid = _first_passage(t, g, hi - h / 2.0)  # when the fit crosses each band's centre
     for a, b in sorted(ranges):
         i0 = 0 if a == 0 else int(np.searchsorted(t, mid[a], side="left"))
         i1 = max(int(np.searchsorted(t, mid[b], side="right")) - 1, i0)
