@@ -72,8 +72,9 @@ of minibatch runs miss the short stall between the two strongest modes in 1-2 of
 sample exceeds the fall per sample can show a false stall; a stall needs at least
 ``max(smooth, 3)`` samples; in per-update curves, the rebounds of an oscillating early
 descent (Adam overshooting in its first tens of updates) can pass for short stalls:
-`testbed.analyses.plateaus.figures.run_curves` shows every run with its stalls. tests/test_plateaus.py checks these and the properties
-above (hypothesis).
+`testbed.analyses.plateaus.figures.run_curves` shows every run with its stalls.
+tests/test_plateaus.py checks these and the properties above (hypothesis);
+`python benchmarks/studies/plateau_accuracy.py [log_points]` reprints the counts (7 s).
 """
 
 from __future__ import annotations
