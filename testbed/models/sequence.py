@@ -14,6 +14,9 @@ before it (causal: no position sees a later label):
   optimum on linear regression is one step of gradient descent, error ``(d + 1) / (n + d + 1)``.
 
 ``model(x [B, K, d], y [B, K]) -> [B, K]``: the prediction at each input position.
+
+Configs are registered (`register_prompt_model`, `make_prompt_model`) so suites can name them;
+``loss_at`` is where each is trained by default (`testbed.train_prompts`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from testbed.core.errors import ConfigError
+from testbed.core.registry import Registry
 from testbed.models.modules import positive_fields
 
 
@@ -91,6 +95,12 @@ class Transformer:
     max_points: int = 40  # longest prompt (in-context examples) it has positions for
 
     name = "transformer"
+    loss_at = "all"  # trained on every position (Garg et al.)
+
+    @staticmethod
+    def points_for(points: int, longest: int) -> int:
+        """``max_points`` when none is given: positions for the longest prompt and its query."""
+        return longest + 1
 
     def __post_init__(self):
         positive_fields(self, "width", "depth", "heads", "max_points")
@@ -108,9 +118,37 @@ class LinearAttention:
     max_points: int = 40  # the prompt length its sum is normalized by (the training length)
 
     name = "linear_attention"
+    loss_at = "last"  # trained on the query after all examples (von Oswald et al.)
+
+    @staticmethod
+    def points_for(points: int, longest: int) -> int:
+        """``max_points`` when none is given: the training length it normalizes by."""
+        return points
 
     def __post_init__(self):
         positive_fields(self, "max_points")
 
     def build(self, d: int, *, rngs: nnx.Rngs) -> nnx.Module:
         return LinearAttentionModule(d, self.max_points, rngs=rngs)
+
+
+PROMPT_MODELS: Registry = Registry("prompt model", object)
+
+
+def register_prompt_model(name: str):
+    """Register a prompt-model config factory ``(**fields) -> config`` (with ``name``,
+    ``loss_at`` and ``build(d, rngs=...)``); refuses a name already taken."""
+    return PROMPT_MODELS.register(name)
+
+
+def list_prompt_models() -> list[str]:
+    return PROMPT_MODELS.ordered()
+
+
+def make_prompt_model(name: str, **fields):
+    """A registered prompt-model config by name."""
+    return PROMPT_MODELS.make(name, **fields)
+
+
+register_prompt_model("transformer")(Transformer)
+register_prompt_model("linear_attention")(LinearAttention)

@@ -59,7 +59,11 @@ def cell_call(cell: Cell) -> tuple[tuple, dict]:
     args = (make_task(cell.task, **dict(cell.params)), make_method(cell.method.name, **dict(cell.method.kwargs)),
             make_model(cell.model.name, **dict(cell.model.kwargs)),
             make_optimizer(cell.optimizer.name, **dict(cell.optimizer.kwargs)))
+    from testbed.analyses.base import for_cell
+
     train = {k: v for k, v in cell.train if k != "stages"}
+    if any("snapshots" in a.needs for a in for_cell(args[0], args[1], cell.analyses)):
+        train["snapshots"] = True  # only when asked: other cells' calls (and programs) stay as they were
     return args, {"seeds": list(cell.seeds), **train, **{k: list(v) for k, v in cell.sweeps}}
 
 
@@ -79,7 +83,8 @@ class Prefetch:
         self.jobs = []
         seen = {program_key(cells[0])} if cells else set()  # the first compiles in its own train call
         for cell in cells[1:]:
-            if program_key(cell) in seen or dict(cell.train).get("stages"):  # compiled once; stages: per stage
+            if program_key(cell) in seen or dict(cell.train).get("stages") or cell.kind != "rows":
+                # compiled once; stages: per stage; prompt cells: in `train_prompts`
                 continue
             seen.add(program_key(cell))
             self.jobs.append(self.pool.submit(self._prepare, prepare, cell))
@@ -108,6 +113,10 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
     from testbed.training.engine import train
     from testbed.training.tables import batch_loss_table, traces_table
 
+    if cell.kind == "prompts":
+        from testbed.suites.prompt_cells import run_prompt_cell
+
+        return run_prompt_cell(cell, on_progress)
     args, kwargs = cell_call(cell)
     task, method = args[0], args[1]
     stages = cell_stages(cell)

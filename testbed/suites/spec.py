@@ -43,9 +43,9 @@ from testbed.suites.store import cell_key
 
 TRAIN_FIELDS = {"steps": int, "batch_size": int, "evals": int, "eval_spacing": str, "eval_size": int,
                 "probe_points": int}
-GRID_FIELDS = {"tasks", "methods", "models", "optimizers", *SWEPT}
-TOP_FIELDS = {"name", "description", "seeds", "train", "grid", "overrides", "analyses", "plugins"}
-OVERRIDE_FIELDS = {"params", "seeds"} | set(TRAIN_FIELDS) | (GRID_FIELDS - {"tasks"})
+GRID_FIELDS = {"tasks", "prompt_tasks", "methods", "models", "optimizers", *SWEPT}
+TOP_FIELDS = {"name", "description", "seeds", "train", "grid", "overrides", "analyses", "plugins", "prompts"}
+OVERRIDE_FIELDS = {"params", "seeds"} | set(TRAIN_FIELDS) | (GRID_FIELDS - {"tasks", "prompt_tasks"})
 
 
 class SuiteError(TestbedError, ValueError):
@@ -77,17 +77,22 @@ class Cell:
     seeds: tuple[int, ...]
     sweeps: tuple[tuple[str, tuple[float, ...]], ...]
     analyses: tuple[str, ...] = ()  # analyses the suite names, beyond the default ones (e.g. "routing")
+    kind: str = "rows"  # "rows": a piecewise task through `testbed.train`; "prompts": `testbed.train_prompts`
 
     def config(self) -> dict[str, Any]:
         """The semantic config: what the cell key hashes (no labels, no paths)."""
         train = dict(self.train)
         if "stages" in train:
             train["stages"] = stage_dicts(self)
+        if self.kind != "rows":  # absent for rows, so their keys stay what they were
+            train = {k: (thaw(v) if isinstance(v, tuple) and v and v[0] == "<map>" else v) for k, v in train.items()}
         cfg = {"task": self.task, "params": dict(self.params), "method": self.method.as_dict(),
                "model": self.model.as_dict(), "optimizer": self.optimizer.as_dict(), "train": train,
                "seeds": list(self.seeds), "sweeps": {k: list(v) for k, v in self.sweeps}}
         if self.analyses:  # absent when empty, so cells without extra analyses keep their keys
             cfg["analyses"] = list(self.analyses)
+        if self.kind != "rows":
+            cfg["kind"] = self.kind
         return cfg
 
     @property
@@ -172,24 +177,18 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
     if not isinstance(grid, dict):
         raise err("grid", "expected a [grid] table with at least 'tasks' and 'methods'")
     _keys(grid, GRID_FIELDS, "grid", err)
-    known = list_tasks()
-    tasks = grid.get("tasks")
-    if tasks == "all":
-        tasks = known
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-        raise err("grid.tasks", "expected a non-empty list of task names, or \"all\"", tasks)
-    for t in tasks:
-        if t not in known:
-            raise err("grid.tasks", f"unknown task {t!r}; known tasks: {', '.join(known)}", t)
-    overrides = spec.get("overrides", {})
-    if not isinstance(overrides, dict):
-        raise err("overrides", "expected tables [overrides.TASK]")
-    for t, o in overrides.items():
-        if t not in tasks:
-            raise err(f"overrides.{t}", f"task {t!r} is not in grid.tasks")
-        if not isinstance(o, dict):
-            raise err(f"overrides.{t}", "expected a table")
-        _keys(o, OVERRIDE_FIELDS, f"overrides.{t}", err)
+    if "prompt_tasks" in grid:  # in-context prompt tasks: their own cells (testbed.suites.prompt_cells)
+        from testbed.suites.prompt_cells import prompt_suite_cells
+
+        cells = prompt_suite_cells(spec, grid, train, err)
+        if build:
+            check_cells(cells, path)
+        return Suite(name=name, description=str(spec.get("description", "")), cells=tuple(_relabel(cells)),
+                     source=source, path=path, plugins=tuple(plugins))
+    if "prompts" in spec:
+        raise err("prompts", "applies to grid.prompt_tasks only, and the grid has none")
+    tasks = grid_tasks(grid, "tasks", list_tasks(), err)
+    overrides = task_overrides(spec, tasks, "tasks", OVERRIDE_FIELDS, err)
 
     analyses = spec.get("analyses", [])
     known_analyses = list_analyses()
@@ -231,6 +230,33 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
         check_cells(cells, path)
     return Suite(name=name, description=str(spec.get("description", "")), cells=tuple(_relabel(cells)),
                  source=source, path=path, plugins=tuple(plugins))
+
+
+def grid_tasks(grid: Mapping, fld: str, known: list[str], err) -> list[str]:
+    """``grid.<fld>``: a non-empty list of known task names, or "all"."""
+    tasks = grid.get(fld)
+    if tasks == "all":
+        tasks = known
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise err(f"grid.{fld}", "expected a non-empty list of task names, or \"all\"", tasks)
+    for t in tasks:
+        if t not in known:
+            raise err(f"grid.{fld}", f"unknown task {t!r}; known: {', '.join(known)}", t)
+    return tasks
+
+
+def task_overrides(spec: Mapping, tasks: list[str], fld: str, allowed: set[str], err) -> dict:
+    """``[overrides.TASK]`` tables, each for a task of ``grid.<fld>`` and with ``allowed`` fields."""
+    overrides = spec.get("overrides", {})
+    if not isinstance(overrides, dict):
+        raise err("overrides", "expected tables [overrides.TASK]")
+    for t, o in overrides.items():
+        if t not in tasks:
+            raise err(f"overrides.{t}", f"task {t!r} is not in grid.{fld}")
+        if not isinstance(o, dict):
+            raise err(f"overrides.{t}", "expected a table")
+        _keys(o, allowed, f"overrides.{t}", err)
+    return overrides
 
 
 def _keys(m: Mapping, allowed: set[str], where: str, err) -> None:
@@ -291,13 +317,15 @@ def _stages(v: Any, fld: str, err) -> tuple:
     return tuple(out)
 
 
+def thaw(v: Any) -> Any:
+    """A value `testbed.core.registry.freeze` made hashable, as plain dicts again."""
+    if isinstance(v, tuple) and v and v[0] == "<map>":
+        return {k: thaw(x) for k, x in v[1:]}
+    return v
+
+
 def stage_dicts(cell: Cell) -> list[dict[str, Any]]:
     """A cell's stages as plain dicts (method and optimizer as {name, ...} tables), or []."""
-    def thaw(v):
-        if isinstance(v, tuple) and v and v[0] == "<map>":
-            return {k: thaw(x) for k, x in v[1:]}
-        return v
-
     out = []
     for st in dict(cell.train).get("stages", ()):
         d = thaw(st)
@@ -348,6 +376,11 @@ def check_cells(cells: Sequence[Cell], path: str = "<suite>") -> None:
     from testbed.tasks.registry import make_task
     from testbed.training.optim import make_optimizer
 
+    if any(c.kind == "prompts" for c in cells):
+        from testbed.suites.prompt_cells import check_prompt_cells
+
+        check_prompt_cells([c for c in cells if c.kind == "prompts"], err)
+        cells = [c for c in cells if c.kind != "prompts"]
     seen: set = set()
     for c in cells:
         for what, build, arg in (("task", lambda c: make_task(c.task, **dict(c.params)), c.task),

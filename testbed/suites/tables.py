@@ -44,6 +44,11 @@ def load_tables(root: str | Path, suite: Suite | None = None,
                 "optimizer": labels.get("optimizer", cfg["optimizer"]["name"]), "target": facts["target"],
                 "primary": facts["primary"]}
         for name, df in tables.items():
+            clash = [c for c in cols if c in df.columns]
+            if clash:
+                raise ConfigError(f"{store.cell_dir(k)}: table {name!r} has column {clash[0]!r}, which names a cell "
+                                  f"column of every suite table ({', '.join(cols)}); rename it in the analysis "
+                                  "that writes the table")
             out.setdefault(name, []).append(pd.concat([pd.DataFrame(cols, index=df.index), df], axis=1))
     return {w: _concat(dfs) for w, dfs in out.items()}
 

@@ -150,6 +150,14 @@ BASELINES: dict[str, Callable[[Prompts], jax.Array]] = {
 }
 
 
+COMMON = ("least_squares", "averaging", "one_step_gd", "knn")  # computed on every class's prompts
+
+
+def baselines_for(task) -> tuple[str, ...]:
+    """The baselines a prompt task is measured against: the common ones and its class's own."""
+    return COMMON + tuple(b for b in task.cls.baselines if b not in COMMON)
+
+
 def baseline_predictions(p: Prompts, names: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
     """``{baseline: [n, K + 1] predictions of the query from the first N examples}``."""
     names = tuple(BASELINES) if names is None else names

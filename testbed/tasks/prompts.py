@@ -70,6 +70,8 @@ class FunctionClass:
         pieces: names of the regions a function is defined by piecewise (``("all",)`` if none).
         piece_of: (x [n, m, d]) -> [n, m] int piece index.
         description: one line.
+        baselines: the baselines (`testbed.tasks.prompt_baselines`) fit for this class, beyond the
+            common ones (least squares, averaging, one-step GD, k-NN), e.g. ``("lasso",)``.
     """
 
     name: str
@@ -78,6 +80,7 @@ class FunctionClass:
     description: str = ""
     pieces: tuple[str, ...] = ("all",)
     piece_of: Callable[[jax.Array], jax.Array] | None = None
+    baselines: tuple[str, ...] = ()
 
 
 CLASSES: Registry[FunctionClass] = Registry("function class", FunctionClass)
@@ -113,7 +116,7 @@ def sparse_linear(sparsity: int = 3) -> FunctionClass:
         return w * keep
 
     return FunctionClass("sparse_linear", sample, lambda w, x: jnp.einsum("nmd,nd->nm", x, w),
-                         f"f(x) = w . x with {sparsity} nonzero coordinates")
+                         f"f(x) = w . x with {sparsity} nonzero coordinates", baselines=("lasso",))
 
 
 @register_function_class("relu2")
@@ -129,7 +132,8 @@ def relu2(hidden: int = 100) -> FunctionClass:
         v, a = p
         return math.sqrt(2.0 / hidden) * jnp.einsum("nmh,nh->nm", jax.nn.relu(jnp.einsum("nmd,nhd->nmh", x, v)), a)
 
-    return FunctionClass("relu2", sample, apply, f"two-layer ReLU net, {hidden} hidden units")
+    return FunctionClass("relu2", sample, apply, f"two-layer ReLU net, {hidden} hidden units",
+                         baselines=("two_layer_net",))
 
 
 @register_function_class("tree")
@@ -150,7 +154,8 @@ def tree(depth: int = 4) -> FunctionClass:
             node = 2 * node + 1 + go_right.astype(jnp.int32)
         return jnp.take_along_axis(leaf, node - (2 ** depth - 1), axis=1)
 
-    return FunctionClass("tree", sample, apply, f"depth-{depth} decision tree on coordinate signs")
+    return FunctionClass("tree", sample, apply, f"depth-{depth} decision tree on coordinate signs",
+                         baselines=("greedy_tree",))
 
 
 @register_function_class("piecewise_linear")
@@ -167,7 +172,7 @@ def piecewise_linear() -> FunctionClass:
         return jax.random.normal(a, (n, d)), jax.random.normal(b, (n, d))
 
     return FunctionClass("piecewise_linear", sample, apply, "one linear map for x_0 < 0, another for x_0 >= 0",
-                         pieces=("negative", "positive"), piece_of=piece_of)
+                         pieces=("negative", "positive"), piece_of=piece_of, baselines=("two_layer_net",))
 
 
 @dataclass(frozen=True)
@@ -242,3 +247,19 @@ def make_prompt_task(cls: str | FunctionClass = "linear", *, d: int = 5, points:
     """A prompt task over a registered function class (its parameters as keywords)."""
     fc = cls if isinstance(cls, FunctionClass) else CLASSES.make(cls, **class_params)
     return PromptTask(fc, d=d, points=points, noise=noise)
+
+
+PREFIX = "icl_"  # a prompt task's name: the prefix and its class's name (`PromptTask.name`)
+
+
+def list_prompt_tasks() -> list[str]:
+    """Names of the prompt tasks suites can name: ``icl_<class>`` for every registered class."""
+    return [PREFIX + c for c in list_function_classes()]
+
+
+def prompt_task(name: str, **params) -> PromptTask:
+    """The prompt task named ``icl_<class>`` (`list_prompt_tasks`), with d, points, noise and the
+    class's parameters as keywords."""
+    if not name.startswith(PREFIX) or name[len(PREFIX):] not in CLASSES:
+        raise ConfigError(f"unknown prompt task {name!r}; known: {', '.join(list_prompt_tasks())}")
+    return make_prompt_task(name[len(PREFIX):], **params)

@@ -5,15 +5,17 @@ every update, and the error against the number of in-context examples on fixed p
 ``(x, y, piece)``): seeds are vmapped, updates scanned in chunks, prompts drawn inside the
 program from ``fold_in(key(seed), step)``; the same seed gives the same numbers.
 
-Evaluation (at ``evals`` points, and at the end): for each shift, on ``eval_prompts`` fixed
-prompts (key `EVAL_KEY`), the model predicts the query from the first N examples for every
-N = 0..K (the query placed at position N of the sequence; causal attention keeps the rest
-out), and the normalized squared error (squared error / d) is averaged over prompts. The
+Evaluation (at ``evals`` points, the last at the end; every shift at the end, the tracked ones,
+default in distribution, at each): for each shift, on ``eval_prompts`` fixed prompts (key
+`EVAL_KEY` folded with the shift's place in `SHIFTS`), the model predicts the query from the
+first N examples for every N = 0..K (the query placed at position N of the sequence; causal
+attention keeps the rest out), and the normalized squared error (squared error / d) is averaged over prompts. The
 baselines (`testbed.tasks.prompt_baselines`) are computed on the same prompts.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,11 +28,12 @@ import pandas as pd
 from flax import nnx
 
 from testbed.core.errors import ConfigError, is_count
-from testbed.tasks.prompt_baselines import baseline_predictions, normalized_error
+from testbed.tasks.prompt_baselines import baseline_predictions, baselines_for, normalized_error
 from testbed.tasks.prompts import SHIFTS, Prompts, PromptTask
 from testbed.training.optim import Optimizer
 
 EVAL_KEY = 0
+PROBE_KEY = 10_000  # the probe prompts: fold_in(key(EVAL_KEY), PROBE_KEY), apart from every shift's
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class PromptResult:
             baseline's mean squared distance (/ d) to the model's predictions on the same
             prompts, and the fraction of prompts on which it is the closest (the analogue of
             the testbed's OOD attribution). Empty without baselines.
+        probes: ``seed, step, prompt, n, prediction, target``: the model's prediction of each
+            probe prompt's query from its first n examples (n = 1, d, K), at every evaluation.
     """
 
     history: pd.DataFrame
@@ -85,6 +90,7 @@ class PromptResult:
     params: object = None
     graphdef: object = None
     closest: pd.DataFrame | None = None
+    probes: pd.DataFrame | None = None
     timing: dict = field(default_factory=dict)
 
 
@@ -102,10 +108,11 @@ def query_predictions(apply, params, p: Prompts) -> jax.Array:
 
 
 def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int = 64,
-                  seeds: int | Sequence[int] = 2, optimizer: Optimizer | None = None, loss_at: str = "all",
+                  seeds: int | Sequence[int] = 2, optimizer: Optimizer | None = None, loss_at: str | None = None,
                   evals: int = 5, eval_prompts: int = 256, shifts: Sequence[str] = ("none",),
-                  baselines: Sequence[str] | None = ("least_squares", "averaging", "one_step_gd", "knn"),
-                  curriculum: Curriculum | None = None, quiet: bool = True) -> PromptResult:
+                  baselines: Sequence[str] | str | None = "auto",
+                  curriculum: Curriculum | None = None, probe_prompts: int = 4,
+                  track: Sequence[str] | None = ("none",), quiet: bool = True, on_progress=None) -> PromptResult:
     """Train ``model`` (`testbed.models.sequence.Transformer` or `LinearAttention`) on fresh
     prompts of ``task``.
 
@@ -114,18 +121,32 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
         optimizer: default Adam, lr 1e-3.
         loss_at: ``all`` (the squared error at every input position of the prompt and its
             query, K + 1 of them, as in Garg et al.) or ``last`` (only the query after all K
-            examples). Models need ``max_points >= K + 1``.
+            examples); default the model's own (``model.loss_at``).
         evals: evaluation points, evenly spaced, the last one at the end (at most ``steps``).
-        eval_prompts: fixed evaluation prompts per shift. shifts: which (`SHIFTS`).
-        baselines: which baselines to compute on the evaluation prompts (None: none).
+        eval_prompts: fixed evaluation prompts per shift (each shift's own, the same whatever else
+            is evaluated). shifts: which (`SHIFTS`), all evaluated at the end.
+        track: the shifts also evaluated at every earlier evaluation (default in distribution;
+            None: every shift). The cost of an evaluation grows with K^2 per shift.
+        baselines: which baselines to compute on the evaluation prompts (``auto``: the common
+            ones and the class's own, `baselines_for`; None: none).
         curriculum: grow the active dimensions and the prompt length during training (`Curriculum`).
+        probe_prompts: fixed in-distribution prompts whose query predictions (at N = 1, d and
+            K) are recorded at every evaluation (``PromptResult.probes``; 0: none).
+        on_progress: called (updates done, steps) after each chunk of updates.
     """
+    loss_at = loss_at or getattr(model, "loss_at", "all")
+    if isinstance(baselines, str):
+        if baselines != "auto":
+            raise ConfigError(f"baselines: {baselines!r}; expected 'auto', None or a list of baseline names")
+        baselines = baselines_for(task)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise ConfigError("seeds: expected a positive count or a non-empty list")
     for name, v in (("steps", steps), ("batch_size", batch_size), ("evals", evals), ("eval_prompts", eval_prompts)):
         if not is_count(v):
             raise ConfigError(f"{name}: expected an integer >= 1, got {v!r}")
+    if not is_count(probe_prompts, 0):
+        raise ConfigError(f"probe_prompts: expected an integer >= 0, got {probe_prompts!r}")
     if loss_at not in ("all", "last"):
         raise ConfigError(f"loss_at: {loss_at!r}; accepted: all, last")
     for s in shifts:
@@ -170,19 +191,27 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
         (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), start + jnp.arange(length))
         return params, opt_state, losses
 
-    eval_sets = {s: task.sample(jax.random.fold_in(jax.random.key(EVAL_KEY), i), eval_prompts, s)
-                 for i, s in enumerate(shifts)}
+    # each shift's prompts are keyed by the shift (its place in SHIFTS), whatever else is evaluated
+    eval_sets = {s: task.sample(jax.random.fold_in(jax.random.key(EVAL_KEY), SHIFTS.index(s)), eval_prompts, s)
+                 for s in shifts}
+    tracked = [s for s in (shifts if track is None else track) if s in eval_sets]
 
-    def evaluate(params):  # (errors [K + 1] per shift, the predictions they come from)
-        preds = {s: query_predictions(apply, params, p) for s, p in eval_sets.items()}
-        return {s: normalized_error(preds[s], p).mean(0) for s, p in eval_sets.items()}, preds
+    probe_set = task.sample(jax.random.fold_in(jax.random.key(EVAL_KEY), PROBE_KEY), max(probe_prompts, 1))
+    probe_ns = sorted({1, min(d, task.points), task.points})
+
+    def evaluate(params, which):  # (errors [K + 1] per shift, the predictions they come from, probe predictions)
+        preds = {s: query_predictions(apply, params, eval_sets[s]) for s in which}
+        probe = query_predictions(apply, params, probe_set)[:, jnp.array(probe_ns)]
+        return {s: normalized_error(preds[s], eval_sets[s]).mean(0) for s in which}, preds, probe
 
     t0 = time.perf_counter()
     keys = jnp.stack([jax.random.key(s) for s in seed_list])
     params, opt_state, k_data = jax.jit(jax.vmap(init))(keys)
     chunk_fns = {}
-    eval_fn = jax.jit(jax.vmap(evaluate))
-    rows, losses, start, compile_s = [], [], 0, 0.0
+    eval_all = jax.jit(jax.vmap(lambda p: evaluate(p, tuple(shifts))))
+    eval_tracked = jax.jit(jax.vmap(lambda p: evaluate(p, tuple(tracked))))
+    rows, probe_rows, losses, start, compile_s = [], [], [], 0, 0.0
+    targets = np.asarray(probe_set.yq)
     for end in bounds:
         length = end - start
         if length not in chunk_fns:
@@ -194,33 +223,52 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
         params, opt_state, lo = chunk_fns[length](params, opt_state, k_data, jnp.int32(start))
         losses.append(np.asarray(lo))
         start = end
-        errs, final = jax.device_get(eval_fn(params))  # the last evaluation's predictions: `closest`
+        # every shift at the end (its predictions: `closest`), the tracked ones before
+        errs, final, probe = jax.device_get((eval_all if end == bounds[-1] else eval_tracked)(params))
         for s, e in errs.items():
             for i, seed in enumerate(seed_list):
                 rows += [{"seed": seed, "step": end, "shift": s, "n": n, "error": float(v)}
                          for n, v in enumerate(e[i])]
+        probe_rows += [{"seed": seed, "step": end, "prompt": j, "n": n, "prediction": float(probe[i, j, c]),
+                        "truth": float(targets[j])}
+                       for i, seed in enumerate(seed_list) for j in range(probe_prompts)
+                       for c, n in enumerate(probe_ns)]
+        if on_progress is not None:
+            on_progress(end, steps)
         if not quiet:
             print(f"{task.name} step {end}/{steps}: error with all K examples "
                   + ", ".join(f"{s} {float(e[:, -1].mean()):.4f}" for s, e in errs.items()))
     wall = time.perf_counter() - t0
     base_rows, near_rows = [], []
     if baselines:
-        for s, p in eval_sets.items():
-            preds = {b: np.asarray(v) for b, v in baseline_predictions(p, tuple(baselines)).items()}
-            for b, pred in preds.items():
-                base_rows += [{"shift": s, "baseline": b, "n": n, "error": float(v)}
-                              for n, v in enumerate(np.asarray(normalized_error(pred, p).mean(0)))]
+        for s in shifts:
+            rows_s, preds = _baselines_on(task, s, eval_prompts, tuple(baselines))
+            base_rows += rows_s
             near_rows += _closest(final[s], preds, seed_list, s, d)
     config = {"task": task.name, "d": d, "points": task.points, "noise": task.noise, "model": model.name,
               "model_config": vars(model).copy(), "optimizer": vars(optimizer).copy(), "steps": steps,
               "batch_size": batch_size, "seeds": seed_list, "loss_at": loss_at, "shifts": list(shifts),
-              "eval_prompts": eval_prompts, "curriculum": vars(curriculum).copy() if curriculum else None}
+              "eval_prompts": eval_prompts, "probe_prompts": probe_prompts, "baselines": list(baselines or []),
+              "curriculum": vars(curriculum).copy() if curriculum else None}
     return PromptResult(pd.DataFrame(rows), pd.DataFrame(base_rows), np.concatenate(losses, axis=1), config,
                         params=params, graphdef=graphdef, closest=pd.DataFrame(near_rows, columns=CLOSEST_COLUMNS),
+                        probes=pd.DataFrame(probe_rows, columns=PROBE_COLUMNS),
                         timing={"compile_s": compile_s, "wall_s": wall})
 
 
+@functools.lru_cache(maxsize=32)
+def _baselines_on(task: PromptTask, shift: str, eval_prompts: int, names: tuple[str, ...]):
+    """(error rows, predictions) of the baselines on a shift's evaluation prompts: the same for
+    every model trained on the task, so cells of one suite compute them once per process."""
+    p = task.sample(jax.random.fold_in(jax.random.key(EVAL_KEY), SHIFTS.index(shift)), eval_prompts, shift)
+    preds = {b: np.asarray(v) for b, v in baseline_predictions(p, names).items()}
+    rows = [{"shift": shift, "baseline": b, "n": n, "error": float(v)} for b, pred in preds.items()
+            for n, v in enumerate(np.asarray(normalized_error(pred, p).mean(0)))]
+    return rows, preds
+
+
 CLOSEST_COLUMNS = ["seed", "shift", "n", "baseline", "distance", "fraction"]
+PROBE_COLUMNS = ["seed", "step", "prompt", "n", "prediction", "truth"]
 
 
 def _closest(model_pred: np.ndarray, preds: dict[str, np.ndarray], seeds, shift: str, d: int) -> list[dict]:
