@@ -204,8 +204,11 @@ def icl_cmd(
 ):
     """Train a sequence model on prompts of a function class; print and plot the error against
     the number of in-context examples, beside the baselines on the same prompts."""
+    import numpy as np
+    import pandas as pd
+
     import testbed
-    from testbed.analyses.icl.figures import CAPTION, error_vs_n
+    from testbed.analyses.icl.figures import CAPTION, PROBE_CAPTION, error_vs_n, probe_predictions
     from testbed.core.files import atomic_write_json, atomic_write_parquet
     from testbed.core.style import save
     from testbed.models.sequence import LinearAttention, Transformer
@@ -236,11 +239,58 @@ def icl_cmd(
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(folder / "history.parquet", r.history)
     atomic_write_parquet(folder / "baselines.parquet", r.baselines)
+    atomic_write_parquet(folder / "probes.parquet", r.probes)
     atomic_write_json(folder / "config.json", {"config": r.config, "timing": r.timing})
     fig = error_vs_n(r.history, r.baselines, title=f"{task.name}: error against in-context examples", model=cfg.name)
     (png,) = save(fig, folder / "error_vs_n")
     typer.echo(f"{CAPTION.format(task=task.name).splitlines()[0]}: {png}")
+    loss = pd.DataFrame({"seed": np.repeat(r.config["seeds"], r.loss.shape[1]),
+                         "step": np.tile(np.arange(1, r.loss.shape[1] + 1), len(r.config["seeds"])),
+                         "value": r.loss.ravel()})
+    fig = probe_predictions(r.probes, loss, title=f"{task.name}: probe predictions over training", model=cfg.name)
+    if fig is not None:
+        (png,) = save(fig, folder / "probe_predictions")
+        typer.echo(f"{PROBE_CAPTION.format(task=task.name).splitlines()[0]}: {png}")
     typer.echo(f"compile {r.timing['compile_s']:.1f}s, train {r.timing['wall_s']:.1f}s; wrote {folder}")
+
+
+@app.command("superposition")
+def superposition_cmd(
+    n: Annotated[int, typer.Option(help="Sparse features.")] = 20,
+    m: Annotated[int, typer.Option(help="Hidden dimensions of the toy model ReLU(W^T W x + b).")] = 5,
+    sparsity: Annotated[list[float] | None, typer.Option(
+        help="1 - p, the probability a feature is absent; repeatable (default 0 .. 0.997).")] = None,
+    decay: Annotated[float, typer.Option(help="Importance of feature i: decay ** i.")] = 0.9,
+    steps: Annotated[int, typer.Option(help="Adam updates.")] = 4000,
+    seeds: Annotated[int, typer.Option(help="Seeds per sparsity.")] = 2,
+    out: Annotated[Path, typer.Option(help="Folder for results.")] = Path("results/superposition"),
+):
+    """Capacity of features in superposition (Elhage et al. 2022; Scherlis et al. 2022): train the
+    toy model at each sparsity, print each run's total capacity and features represented, and
+    plot the phase change from m features (dense) to all n in superposition (sparse)."""
+    from testbed.analyses.capacity.superposition import (
+        SPARSITIES,
+        superposition_figure,
+        train_superposition,
+    )
+    from testbed.core.errors import TestbedError
+    from testbed.core.files import atomic_write_parquet
+    from testbed.core.style import save
+    from testbed.report.tables import markdown_table
+
+    try:
+        table, _ = train_superposition(n, m, sparsities=sparsity or SPARSITIES, decay=decay, steps=steps,
+                                       seeds=seeds)
+    except TestbedError as e:
+        _fail(str(e))
+    summary = table.groupby("sparsity").agg(p=("p", "first"), capacity_sum=("capacity", "sum"),
+                                            represented=("represented", "sum"), final_loss=("final_loss", "mean"))
+    summary[["capacity_sum", "represented"]] /= table["seed"].nunique()
+    typer.echo(markdown_table(summary.reset_index(), floatfmt=".3g"))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(out / "capacity.parquet", table)
+    (png,) = save(superposition_figure(table, m), out / "superposition")
+    typer.echo(f"wrote {out / 'capacity.parquet'} and {png}")
 
 
 @app.command("bench")

@@ -134,3 +134,22 @@ def test_warm_start_continues_from_given_parameters():
     assert final_train_loss(again).mean() < final_train_loss(first).mean()
     with pytest.raises(testbed.ConfigError, match="init_params: expected arrays with a leading axis of 3"):
         testbed.train("two_slopes", "mse", seeds=3, init_params=first.params, **TINY)
+
+
+def test_snapshots_keep_the_parameters_at_every_evaluation_and_change_nothing_else():
+    import jax
+
+    kw = dict(steps=40, seeds=2, evals=3, quiet=True, eval_size=32, probe_points=8)
+    model = testbed.make_model("mlp", width=8, depth=1)
+    plain = testbed.train("sine_line", "mse", model, **kw)
+    snap = testbed.train("sine_line", "mse", model, snapshots=True, **kw)
+    assert plain.snapshots is None
+    np.testing.assert_array_equal(plain.history["value"].to_numpy(), snap.history["value"].to_numpy())
+    np.testing.assert_array_equal(plain.batch_loss, snap.batch_loss)
+    for s, p in zip(jax.tree.leaves(snap.snapshots), jax.tree.leaves(snap.params), strict=True):
+        assert s.shape == (2, len(snap.eval_steps), *p.shape[1:])
+        np.testing.assert_array_equal(s[:, -1], p)  # the last evaluation is after the last update
+    first = testbed.train("sine_line", "mse", model, **{**kw, "steps": 20, "evals": 2})
+    mid = [s[:, 1] for s in jax.tree.leaves(snap.snapshots)]  # evaluations at 0, 20, 40
+    for a, b in zip(mid, jax.tree.leaves(first.params), strict=True):
+        np.testing.assert_array_equal(a, b)  # the parameters after 20 updates, as a 20-step run ends

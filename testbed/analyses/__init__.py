@@ -12,6 +12,9 @@ from testbed.analyses.probes import analysis as _probes  # noqa: F401
 from testbed.analyses.routing import analysis as _routing  # noqa: F401
 from testbed.analyses.myopia import analysis as _myopia  # noqa: F401
 from testbed.analyses.attribution import analysis as _attribution  # noqa: F401
+from testbed.analyses.icl import analysis as _icl  # noqa: F401
+from testbed.analyses.steering import analysis as _steering  # noqa: F401
+from testbed.analyses.capacity import analysis as _capacity  # noqa: F401
 from testbed.analyses.base import Analysis, Figure, list_analyses, make_analysis, register_analysis
 
 __all__ = ["Analysis", "Figure", "list_analyses", "make_analysis", "register_analysis"]

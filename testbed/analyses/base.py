@@ -82,6 +82,9 @@ class Analysis(NamedTuple):
             ``(task, text)`` pair (gathered with the task's other findings), e.g. which
             method is best on a task and whether its interval separates from the next.
         figures: (suite tables) -> list of `Figure`.
+        needs: what its ``measure`` needs the training call to keep beyond the usual, e.g.
+            ``("snapshots",)``: the parameters at every evaluation (`testbed.train`'s
+            ``snapshots``); the suite runner asks for it on the cells it measures.
     """
 
     name: str
@@ -96,6 +99,7 @@ class Analysis(NamedTuple):
     printed: tuple[str, ...] = ()
     findings: Callable[[Any, Tables], list[str]] | None = None
     figures: Callable[[Tables], list[Figure]] | None = None
+    needs: tuple[str, ...] = ()
 
 
 ANALYSES: Registry[Analysis] = Registry("analysis", Analysis)

@@ -78,6 +78,7 @@ class Carry(NamedTuple):
     metrics: jax.Array  # [E, G, M] evaluation buffer
     preds: jax.Array  # [E, Pn, ...] probe predictions
     profile: jax.Array  # [E, G, K, Q] the method's profile (K = Q = 0 without one)
+    snaps: Any = None  # the parameters at every evaluation, [E, ...] per leaf (``snapshots=True``), else None
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class Static:
     warm_start: bool = False  # start from given parameters instead of a fresh init
     train_split: str = "train"  # the task split training batches are drawn from
     data_stream: int = 0  # which of a seed's independent training-data streams (0: the usual one)
+    snapshots: bool = False  # keep the parameters at every evaluation
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,8 @@ class _Plan(NamedTuple):
 
 
 def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weight_decay, init_scale, init_params,
-          evals, eval_spacing, eval_size, probe_points, train_split="train", data_stream=0) -> _Plan:
+          evals, eval_spacing, eval_size, probe_points, train_split="train", data_stream=0,
+          snapshots=False) -> _Plan:
     """Check a training call's arguments and lay out its runs, keys and evaluation data."""
     task = make_task(task) if isinstance(task, str) else task
     method = make_method(method)
@@ -190,7 +193,7 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
     chunk = math.ceil((steps + 1) / n_chunks)
     st = Static(task, method, model, optimizer.structure(), steps, batch_size, chunk, n_chunks,
                 eval_steps, eval_size, probe_points, warm_start=init_params is not None,
-                train_split=train_split, data_stream=data_stream)
+                train_split=train_split, data_stream=data_stream, snapshots=bool(snapshots))
 
     runs = [(h, s) for h in range(len(grid)) for s in seed_list]
     devices = jax.devices()
@@ -223,7 +226,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
           init_scale: float | Sequence[float] | None = None, init_params: Any = None,
           evals: int = 50, eval_spacing: str = "linear",
           eval_size: int = 1024, probe_points: int = 256, train_split: str = "train", data_stream: int = 0,
-          quiet: bool = False, on_progress: Callable[[int, int], None] | None = None) -> RunResult:
+          snapshots: bool = False, quiet: bool = False, on_progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Train many small models at once and record what happened.
 
     Runs are the product of seeds and the hyperparameter grid (``lr`` x
@@ -253,6 +256,9 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
             OOD split); evaluations cover every split as always.
         data_stream: which of each seed's independent streams of training batches to use;
             0 is the usual one, stages of `testbed.train_stages` use 0, 1, 2, ...
+        snapshots: keep every run's parameters at every evaluation (``RunResult.snapshots``),
+            for analyses over training (e.g. the pieces' gradient cosines); off, the program
+            is the same as without the option.
         quiet: no progress bar.
         on_progress: called with (steps done, total) after each chunk.
 
@@ -262,7 +268,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
     plan = _plan(task, method, model, optimizer, steps=steps, batch_size=batch_size, seeds=seeds, lr=lr,
                  weight_decay=weight_decay, init_scale=init_scale, init_params=init_params, evals=evals,
                  eval_spacing=eval_spacing, eval_size=eval_size, probe_points=probe_points,
-                 train_split=train_split, data_stream=data_stream)
+                 train_split=train_split, data_stream=data_stream, snapshots=snapshots)
     task, method, model, optimizer, st, seed_list, grid, runs, devices, keys, hp, data, p0, by_run, replicated, \
         eval_steps = plan
     n_chunks, chunk = st.n_chunks, st.chunk
@@ -325,7 +331,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         probe_grid=int(raw_grid(task.domain, st.probe_points).shape[0]),
         timing={"compile_s": prog.compile_s, "compiled": compiled, "compile_wait_s": t_run - t0, "wall_s": wall,
                 "run_s": run_s, "runs": len(runs), "devices": len(devices)},
-        provenance=provenance())
+        provenance=provenance(),
+        snapshots=jax.tree.map(lambda a: np.asarray(a)[:keep], carry.snaps) if carry.snaps is not None else None)
 
 
 def _metric_names(task: Task, method: Method) -> tuple[str, ...]:
@@ -445,7 +452,8 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> Program:
         return Carry(params, make_tx(h).init(params), k_data, jnp.int32(-1), jnp.int32(-1),
                      jnp.full((n_eval, n_groups, len(m_names)), jnp.nan, jnp.float32),
                      jnp.zeros((n_eval,) + pred_shape.shape, jnp.float32),
-                     jnp.full((n_eval, n_groups, *n_prof), jnp.nan, jnp.float32))
+                     jnp.full((n_eval, n_groups, *n_prof), jnp.nan, jnp.float32),
+                     jax.tree.map(lambda p: jnp.zeros((n_eval, *p.shape), p.dtype), params) if st.snapshots else None)
 
     def group_means(d: EvalData, vals: jax.Array, ok) -> jax.Array:
         """[N, ...] per-example values -> [G, ...] group means; a group with any
@@ -468,6 +476,8 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> Program:
         pred = method.predict(task, method.outputs(task, apply, c.params, d.probe, ctx))
         i = eval_index[t]
         c = c._replace(metrics=c.metrics.at[i].set(means), preds=c.preds.at[i].set(pred))
+        if st.snapshots:
+            c = c._replace(snaps=jax.tree.map(lambda s, p: s.at[i].set(p), c.snaps, c.params))
         if prof is not None:
             pv = prof.fn(task, apply, c.params, d.batch, ctx)
             c = c._replace(profile=c.profile.at[i].set(
@@ -506,7 +516,7 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> Program:
             ys = {k: jnp.where(recorded, jnp.asarray(v, jnp.float32), jnp.nan) for k, v in ys.items()}
             return Carry(params, opt_state, c.data_key,
                          jnp.where(active & ~finite, t, c.diverged_at).astype(jnp.int32), halted_at,
-                         c.metrics, c.preds, c.profile), ys
+                         c.metrics, c.preds, c.profile, c.snaps), ys
 
         return jax.lax.scan(step, c, start + jnp.arange(st.chunk, dtype=jnp.int32))
 

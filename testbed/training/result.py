@@ -53,6 +53,8 @@ class RunResult:
         provenance: platform, devices, package versions, git commit.
         stages: for a staged run (`testbed.train_stages`), one row per stage: stage, name,
             start (its first step), steps, stage_method, stage_optimizer, split; None otherwise.
+        snapshots: with ``train(..., snapshots=True)``, the parameters at every evaluation, a
+            pytree of [R, E, ...] arrays (E = ``len(eval_steps)``); None otherwise.
     """
 
     config: dict
@@ -71,6 +73,7 @@ class RunResult:
     traces: dict = field(default_factory=dict)
     profile: pd.DataFrame | None = None
     stages: pd.DataFrame | None = None
+    snapshots: Any = None
 
     def model(self, run: int = 0) -> nnx.Module:
         """The trained NNX module of one run."""
@@ -104,7 +107,8 @@ def build_history(*, task: Task, config: dict, runs: list[tuple[int, int]], grid
                   preds: np.ndarray, batch_loss: np.ndarray, diverged_at: np.ndarray, params: Any,
                   graphdef: Any, probe: Any, probe_split: np.ndarray, probe_grid: int, timing: dict,
                   provenance: dict, halted_at: np.ndarray | None = None, traces: dict | None = None,
-                  profile: tuple | None = None, run_metrics: dict | None = None) -> RunResult:
+                  profile: tuple | None = None, run_metrics: dict | None = None,
+                  snapshots: Any = None) -> RunResult:
     """Turn the engine's stacked buffers into a RunResult.
 
     Args:
@@ -167,7 +171,8 @@ def build_history(*, task: Task, config: dict, runs: list[tuple[int, int]], grid
     return RunResult(config=config, history=history, runs=runs_df, eval_steps=eval_steps, probe=probe,
                      probe_split=probe_split, probe_grid=probe_grid,
                      predictions=preds, batch_loss=batch_loss, params=params, graphdef=graphdef,
-                     timing=timing, provenance=provenance, traces=dict(traces or {}), profile=profile_df)
+                     timing=timing, provenance=provenance, traces=dict(traces or {}), profile=profile_df,
+                     snapshots=snapshots)
 
 
 def _profile_table(task: Task, spec, values: np.ndarray, arr: np.ndarray, eval_steps: np.ndarray,

@@ -26,8 +26,10 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
+from testbed.analyses.forward import final_ctx as _ctx
+from testbed.analyses.forward import forward as _forward
 from testbed.core.errors import ConfigError
-from testbed.methods.base import Ctx, Method, make_method
+from testbed.methods.base import Method, make_method
 from testbed.methods.routing import BlockSpec, base_of, block_spec, routing_of, routing_parts
 from testbed.tasks.metrics import metric_names, task_metrics
 from testbed.tasks.task import Task
@@ -61,27 +63,6 @@ def resolve_blocks(task: Task, blocks: Any, method: Method | str | None = None) 
                               f"block list such as {list(task.pieces)}")
         return routing_parts(m, task)[2]
     return block_spec(task, blocks)
-
-
-def _forward(task: Task, judge: Method, graphdef, params, batch, ctx: Ctx, intervene=None):
-    """(outputs, hidden activations per layer) of one run through ``judge``'s forward
-    (so methods that add inputs work), with an optional ``intervene(i, h) -> h | None``.
-    ``hidden`` holds each layer's activations before the intervention."""
-    hidden: list = []
-
-    def hook(i, h):
-        hidden.append(h)
-        return intervene(i, h) if intervene is not None else None
-
-    def apply(p, x, **kw):
-        return nnx.merge(graphdef, p)(x, ablate=hook, **kw)
-
-    return judge.outputs(task, apply, params, batch, ctx), hidden
-
-
-def _ctx(result: RunResult | int) -> Ctx:
-    steps = result if isinstance(result, int) else int(result.config.get("steps", 1))
-    return Ctx(jnp.int32(steps), steps)  # as at the run's final evaluation
 
 
 def _eval_batch(task: Task, eval_size: int, key: int):

@@ -1,0 +1,1 @@
+"""Circuit economics: how pieces share a network's capacity (see `testbed.analyses.capacity.measure`)."""

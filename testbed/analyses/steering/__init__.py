@@ -1,0 +1,1 @@
+"""Steering: activation injection with a coefficient scan (see `testbed.analyses.steering.measure`)."""
