@@ -293,6 +293,57 @@ def superposition_cmd(
     typer.echo(f"wrote {out / 'capacity.parquet'} and {png}")
 
 
+@app.command("reproduce")
+def reproduce_cmd(
+    names: Annotated[list[str] | None, typer.Argument(help="Reproductions to run (default all); see --list.")] = None,
+    quick: Annotated[bool, typer.Option(help="The reduced versions (what `make test` runs): smaller, not the record.")
+                     ] = False,
+    list_them: Annotated[bool, typer.Option("--list", help="List the reproductions and exit.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the table, figures and report.")] = Path("results/reproduce"),
+):
+    """Re-measure published results: claim, source, measured value, band, verdict and seconds for
+    each, a figure each, and a report (results/reproduce/report.html)."""
+    from testbed.core.errors import TestbedError
+    from testbed.core.files import atomic_write_json
+    from testbed.core.platform import provenance
+    from testbed.core.style import save
+    from testbed.report.html import write_report
+    from testbed.report.tables import markdown_table
+    from testbed.reproduce.base import list_reproductions, make_reproduction, run_reproductions
+
+    if list_them:
+        for n in list_reproductions():
+            r = make_reproduction(n)
+            typer.echo(f"{n}: {r.claim} ({r.source}); band {list(r.band)} of {r.unit}")
+        return
+
+    def done(row):
+        typer.echo(f"{row['verdict']:>10}  {row['name']}: {row['measured']:.4g} in {row['band']} "
+                   f"({row['seconds']:.0f} s)", err=True)
+
+    try:
+        table, figures = run_reproductions(names or None, quick=quick, on_done=done)
+    except TestbedError as e:
+        _fail(str(e))
+    shown = table[["name", "claim", "source", "measured", "band", "verdict", "seconds"]]
+    typer.echo(markdown_table(shown, floatfmt=".4g"))
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "reproductions.csv", index=False)
+    atomic_write_json(out / "provenance.json", {"quick": quick, **provenance()})
+    figs = []
+    for name, fig in figures.items():
+        row = table.set_index("name").loc[name]
+        (png,) = save(fig, out / name)
+        figs.append((f"{name}: {row['claim']} ({row['verdict']})\n{row['details']}", png))
+    page = write_report(out, {}, title="Reproductions" + (" (quick)" if quick else ""), manifest=provenance(),
+                        summary="\n".join(f"- **{r.name}**: {r.verdict}, {r.measured:.4g} in {r.band} ({r.unit})"
+                                          for r in table.itertuples()),
+                        table_sections=[("Reproductions", table)], figures=figs)
+    typer.echo(f"wrote {out / 'reproductions.csv'} and {page}")
+    if (table["verdict"] == "FAIL").any():
+        raise typer.Exit(1)
+
+
 @app.command("bench")
 def bench_cmd(
     suite: Annotated[Path, typer.Argument(help="Suite file (TOML), e.g. benchmarks/default.toml.")],

@@ -154,3 +154,22 @@ def test_bench_prints_findings_first_and_a_finished_suite_is_read_without_jax(mo
 def test_model_flags_given_twice_are_refused(monkeypatch, capsys):
     code, _, err = run(monkeypatch, capsys, "train", "--task", "step", "--width", "8", "-M", "width=16")
     assert code == 2 and "width is also given as --width" in err
+
+
+def test_reproduce_lists_runs_and_reports(monkeypatch, capsys, tmp_path):
+    code, out, _ = run(monkeypatch, capsys, "reproduce", "--list")
+    assert code == 0 and "saxe_modes: A deep linear network" in out
+    code, out, err = run(monkeypatch, capsys, "reproduce", "saxe_modes", "--quick", "--out", str(tmp_path))
+    assert code == 0 and "| saxe_modes " in out and "PASS" in err
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "saxe_modes.png").is_file()
+    assert pd.read_csv(tmp_path / "reproductions.csv")["verdict"].tolist() == ["PASS"]
+    code, _, err = run(monkeypatch, capsys, "reproduce", "saxe")
+    assert code == 2 and "unknown reproduction 'saxe'" in err
+
+
+def test_superposition_prints_the_capacities_and_plots_them(monkeypatch, capsys, tmp_path):
+    code, out, _ = run(monkeypatch, capsys, "superposition", "--n", "6", "--m", "2", "--steps", "100", "--seeds", "1",
+                       "--sparsity", "0", "--sparsity", "0.9", "--out", str(tmp_path))
+    assert code == 0 and "capacity_sum" in out and (tmp_path / "superposition.png").is_file()
+    code, _, err = run(monkeypatch, capsys, "superposition", "--m", "50")
+    assert code == 2 and "m=50 hidden dimensions exceed n=20" in err

@@ -1,7 +1,7 @@
 """The package's layering: imports run one way, down the data flow, and never in a circle.
 
 Layers, lowest first: core < tasks < models < methods < training < analyses < suites <
-report < cli. A module may import its own layer and the ones below it, never one above.
+report < reproduce < cli. A module may import its own layer and the ones below it, never one above.
 Every import counts, also one inside a function (a lazy import is still a dependency).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "testbed"
-LAYERS = ["core", "tasks", "models", "methods", "training", "analyses", "suites", "report", "cli"]
+LAYERS = ["core", "tasks", "models", "methods", "training", "analyses", "suites", "report", "reproduce", "cli"]
 
 
 def _module_name(path: Path) -> str:

@@ -139,8 +139,9 @@ def test_ablating_a_routed_block_hurts_its_own_piece_and_a_plain_model_shows_no_
     worst_routed = loc.groupby("run")["score"].min()  # both blocks must be localized
     worst_plain = base.groupby("run")["score"].min()
     assert (loc["own_increase"] > 0.1).all()
-    assert (worst_routed >= 5).all(), loc
-    assert worst_plain.median() < 2 and worst_plain.median() * 50 < worst_routed.min(), base
+    assert (worst_routed >= 0.85).all(), loc  # most of the damage lands on the ablated block's own piece
+    assert worst_plain.median() < 0.7 and worst_plain.median() + 0.2 < worst_routed.min(), base
+    assert loc["score"].between(0, 1).all() and base["score"].dropna().between(0, 1).all()
     assert "baseline_score" in loc.columns
     # mean ablation runs too and keeps the table's shape
     m = ra.ablate_blocks(task, routed, r, mode="mean", eval_size=256)

@@ -32,7 +32,7 @@ from testbed.core.columns import CELL, SWEPT
 from testbed.core.style import LOG_FLOOR, WIDTH_IN, Header, figure
 
 __all__ = ["CELL_COLUMNS", "HP_COLUMNS", "METRIC_NAMES", "final_rows", "legend", "log_floor", "log_spaced",
-           "mark_stages", "panel_grid", "stage_starts",
+           "mark_stages", "natural_key", "panel_grid", "stage_starts",
            "log_ticks", "label_order", "method_labels", "palette", "seeds_note", "split_order", "step_axis",
            "suite_figure", "task_facts", "tasks", "with_labels"]
 
@@ -99,6 +99,13 @@ def label_order(labels: Sequence[str], pal: dict) -> list[str]:
     """The distinct labels in the palette's order (unknown ones last)."""
     order = list(pal)
     return sorted(set(labels), key=lambda s: order.index(s) if s in order else len(order))
+
+
+def natural_key(text) -> list:
+    """Sort key with digit runs compared as numbers (w2 < w16)."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(text))]
 
 
 def split_order(tables: dict[str, pd.DataFrame], task: str) -> list[str]:

@@ -37,4 +37,5 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": relu,
     "tanh": jnp.tanh,
     "gelu": jax.nn.gelu,
+    "square": jnp.square,  # Gromov 2023's analytic modular-addition network
 }

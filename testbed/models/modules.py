@@ -178,7 +178,7 @@ class MLP:
 
     width: int = 64  # hidden units per layer
     depth: int = 2  # number of hidden layers
-    activation: str = "relu"  # relu | tanh | gelu
+    activation: str = "relu"  # relu | tanh | gelu | square
 
     def __post_init__(self):
         positive_fields(self, "width", "depth")

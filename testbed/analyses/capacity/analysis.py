@@ -91,9 +91,11 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
     from testbed.analyses.capacity.measure import sharing
 
     sh = sharing(use, by=("label", "task", "cell", "run", "layer"))
-    sh = sh.groupby(["task", "label", "pieces"], sort=False)["fraction"].mean().reset_index()
-    table = sh.pivot_table(index=["task", "label"], columns="pieces", values="fraction", fill_value=0.0,
-                           sort=False).reset_index()
+    # one row per (run, layer) with every count present (0 where no unit has it), then the mean
+    per = sh.pivot_table(index=["task", "label", "cell", "run", "layer"], columns="pieces", values="fraction",
+                         fill_value=0.0, sort=False)
+    table = per.groupby(level=["task", "label"], sort=False).mean()
+    table = table[sorted(table.columns)].reset_index()
     table.columns = [c if isinstance(c, str) else f"used by {int(c)}" for c in table.columns]
     for c in table.columns[2:]:
         table[c] = [f"{x:.0%}" for x in table[c]]
@@ -106,7 +108,7 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
                                                                                      strict=True)]
     table = kit.sort_by(table, {"task": v.tasks, "label": v.order})
     table.attrs.update(title="How pieces share the hidden units", note=(
-        "Fraction of hidden units (mean over runs and layers) whose zeroing costs a piece more than 1% of its "
+        "Fraction of hidden units (mean over runs and layers) whose zeroing costs a piece more than 1% of the task's "
         "target variance, by how many pieces use them; gradient cosine: between the pieces' loss gradients at the "
         "final parameters, mean over runs and piece pairs (negative: the pieces pull the weights apart)."))
     out["unit_sharing"] = table
@@ -192,12 +194,15 @@ def _findings(v: kit.View, comparison: dict) -> list:
                 out.append((task, "capacity goes first to " + ", then ".join(
                     f"{r.piece} (learned at width {r.w})" for r in g.itertuples())))
     order = comparison.get("capacity_order")
-    if order is not None:
-        for (task, lab), g in order.groupby(["task", "label"], sort=False):
-            g = g.dropna(subset=["learn_step"]).sort_values("learn_step")
-            if len(g) > 1:
-                out.append((task, f"{lab}: pieces learned in the order " + ", ".join(
-                    f"{r.piece} (step {r.learn_step:.0f})" for r in g.itertuples())))
+    if order is not None:  # one line per task: its best-ranked label that learns every piece
+        for task, gt in order.groupby("task", sort=False):
+            for lab in [lab for lab in v.order if lab in set(gt["label"])]:
+                g = gt[gt["label"] == lab]
+                if g["learn_step"].notna().all() and len(g) > 1:
+                    g = g.sort_values("learn_step")
+                    out.append((task, f"{lab} learns " + ", then ".join(
+                        f"{r.piece} (step {r.learn_step:.0f})" for r in g.itertuples())))
+                    break
     return out
 
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from testbed.analyses.figkit import label_order, method_labels, palette, suite_figure, with_labels
+from testbed.analyses.figkit import (
+    label_order,
+    method_labels,
+    natural_key,
+    palette,
+    suite_figure,
+    with_labels,
+)
 from testbed.core.style import style
 
 SHARING_CAPTION = (
     "{task}: which hidden units each piece uses\n"
     "Per hidden unit (rows) and piece (columns): the damage of zeroing the unit, the piece's primary metric "
-    "increase over its target variance (first run of the first label; one panel per layer); units sorted by how "
-    "many pieces use them, then by the piece that uses them most.\n"
+    "increase over the task's target variance (one panel per layer); units sorted by how "
+    "many pieces use them, then by the piece that uses them most (the widest model's first run).\n"
     "Look for: blocks of units private to one piece (specialization) against rows dark in several columns "
     "(shared units), and dead units that no piece needs.")
 WIDTH_CAPTION = (
@@ -33,7 +40,8 @@ PIECE_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2"
 def unit_matrix(tables: dict[str, pd.DataFrame], task: str):
     u = tables["unit_use"]
     u = with_labels(u[u["task"] == task], method_labels(tables))
-    lab = label_order(u["label"].astype(str), palette(method_labels(tables)))[0]
+    units = u.groupby("label")["unit"].max()
+    lab = max(units.index, key=lambda k: (units[k], natural_key(k)))  # the widest model's units
     u = u[u["label"] == lab]
     u = u[u["run"] == u["run"].min()]
     cell = u["cell"].iloc[0]
@@ -41,7 +49,7 @@ def unit_matrix(tables: dict[str, pd.DataFrame], task: str):
     layers = sorted(set(u["layer"].astype(int)))
     pieces = list(dict.fromkeys(u["piece"].astype(str)))
     meta = [f"label: {lab}   |   run {int(u['run'].iloc[0])} (seed {int(u['seed'].iloc[0])})   |   used: damage > 1% "
-            "of the piece's target variance",
+            "of the task's target variance",
             "colour: damage / target variance (log scale from 1e-3); white: no damage"]
     with style():
         fig = suite_figure(f"{task}: units used by each piece", meta, 3.4)
@@ -56,6 +64,7 @@ def unit_matrix(tables: dict[str, pd.DataFrame], task: str):
             im = ax.imshow(img, aspect="auto", cmap="Blues", vmin=-3, vmax=max(0.0, float(img.max())),
                            interpolation="nearest")
             ax.set_xticks(range(len(pieces)), pieces, rotation=30, ha="right")
+            ax.grid(False)
             ax.set_ylabel("unit (sorted)")
             ax.set_title(f"layer {layer}: used by 0/1/2+ pieces: "
                          f"{(used == 0).sum()}/{(used == 1).sum()}/{(used >= 2).sum()}", fontweight="bold")
@@ -101,7 +110,7 @@ def competition(tables: dict[str, pd.DataFrame], task: str):
         return None
     labels = method_labels(tables)
     g = with_labels(g, labels)
-    labs = label_order(g["label"].astype(str), palette(labels))[-3:]  # the last (e.g. the widest) three
+    labs = sorted(label_order(g["label"].astype(str), palette(labels)), key=natural_key)[-3:]  # e.g. the widest
     h = tables["history"]
     h = h[(h["task"] == task) & (h["split"] == "train") & (h["piece"] != "all")]
     h = with_labels(h[h["metric"].astype(str) == h["primary"].astype(str)], labels)

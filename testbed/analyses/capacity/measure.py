@@ -2,8 +2,10 @@
 
 * `unit_use`: per hidden unit and piece, the ablation damage (the piece's primary metric with
   the unit zeroed, minus intact) and the activation share (the unit's mean |activation| on the
-  piece's inputs over its sum across pieces; NaN for a unit dead on every input). A unit is *used* by a piece when zeroing it
-  costs more than `USE_TOL` of the piece's target variance (the loss of predicting its mean).
+  piece's inputs over its sum across pieces; NaN for a unit dead on every input). A unit is
+  *used* by a piece when zeroing it costs that piece more than `USE_TOL` of the task's target
+  variance over all pieces (the loss of predicting the mean; one scale, so a constant piece is
+  judged like the others).
 * `sharing`: per run and layer, the fraction of units used by 0, 1, 2, ... pieces.
 * `gradient_cosines`: the cosine between each pair of pieces' loss gradients (over all
   parameters) at every evaluation (runs trained with ``snapshots=True``; else at the end):
@@ -29,7 +31,7 @@ from testbed.tasks.task import Task
 from testbed.training.result import RunResult
 
 CAPACITY_KEY = 4
-USE_TOL = 0.01  # a unit is used by a piece when zeroing it costs more than 1% of the piece's target variance
+USE_TOL = 0.01  # a unit is used by a piece when zeroing it costs it more than 1% of the task's target variance
 
 
 def _pieces(task: Task, eval_size: int, key: int):
@@ -39,7 +41,7 @@ def _pieces(task: Task, eval_size: int, key: int):
 def unit_use(task: Task, method: Method | str, result: RunResult, *, eval_size: int = 256,
              key: int = CAPACITY_KEY) -> pd.DataFrame:
     """``run, seed, layer, unit, piece, damage, activation, share, scale, used`` (one row per run,
-    hidden unit and piece); ``scale`` is the piece's target variance the damage is judged by."""
+    hidden unit and piece); ``scale`` is the task's target variance the damage is judged by."""
     method = make_method(method) if isinstance(method, str) else method
     steps = int(result.config.get("steps", 1))
     primary = metric_names(task)[0]
@@ -59,7 +61,7 @@ def unit_use(task: Task, method: Method | str, result: RunResult, *, eval_size: 
         dmg, act = np.stack(dmg, -1), np.stack(act, -1)  # [R, U, P]
         total = act.sum(-1, keepdims=True)
         share = np.where(total > 0, act / np.where(total > 0, total, 1.0), np.nan)  # a dead unit: no share
-        scale = np.array([_target_var(task, b) for b in batches])  # [P]
+        scale = np.full(len(batches), _target_var(batches))  # [P]: the task's, so a constant piece is judged too
         r, u, p = (a.ravel() for a in np.meshgrid(*(np.arange(s) for s in dmg.shape), indexing="ij"))
         frames.append(pd.DataFrame({"run": r, "seed": seeds[r], "layer": layer, "unit": u,
                                     "piece": np.asarray(task.pieces, dtype=object)[p],
@@ -106,8 +108,9 @@ def gradient_cosines(task: Task, method: Method | str, result: RunResult, *, eva
     return pd.DataFrame(rows, columns=["run", "seed", "step", "piece_a", "piece_b", "cosine"])
 
 
-def _target_var(task: Task, batch) -> float:
-    y = np.asarray(batch.y, np.float64).reshape(len(batch.y), -1)
+def _target_var(batches) -> float:
+    """The target's variance over every piece's inputs together (mean over outputs)."""
+    y = np.concatenate([np.asarray(b.y, np.float64).reshape(len(b.y), -1) for b in batches])
     return float(np.mean(np.var(y, axis=0))) + 1e-12
 
 

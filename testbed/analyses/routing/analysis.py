@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 
 from testbed.analyses import kit
@@ -72,8 +71,9 @@ def routing_tables(task, method, result) -> dict[str, pd.DataFrame]:
 
 
 ROUTING_TABLES = {
-    "routing_localization": ("localization", "log10 of the median localization score over pieces per run: "
-                             "own-block ablation damage over the mean damage to other pieces (0: none)."),
+    "routing_localization": ("localization", "median localization score over pieces per run: the own "
+                             "piece's share of the damage when its block is ablated (1: only its own piece is "
+                             "hurt, 0.5: it and the others equally)."),
     "routing_identification": ("identification", "accuracy of naming the piece from the most active block."),
     "routing_recovery": ("recovery", "steps for the ablated piece to recover over the other pieces' steps "
                          "(fine-tuning on all pieces after zeroing its block)."),
@@ -91,7 +91,6 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
         keys = [*kit.UNIT]
         if src == "localization":
             per_run = d.groupby(keys, sort=False)["score"].median().reset_index(name="value")
-            per_run["value"] = np.log10(per_run["value"].clip(lower=1e-12))
         elif src == "identification":
             per_run = d[keys + ["accuracy"]].rename(columns={"accuracy": "value"})
         else:

@@ -171,11 +171,13 @@ def localization(ablation: pd.DataFrame, *, metric: str = "loss", own: Mapping[s
 
         own   = L(b(p), p) - L(none, p)
         other = mean over pieces q not routed into b(p) of [L(b(p), q) - L(none, q)]
-        score = max(own, 0) / (max(other, 0) + eps)
+        score = max(own, 0) / (max(own, 0) + max(other, 0))       (the own share of the damage)
 
-    so a score far above 1 means ablating p's block hurts p much more than the other
-    pieces; about 1 or less means no localization. Compute it on a plainly trained
-    model with the same blocks for the baseline.
+    so the score is bounded: 1 means ablating p's block hurts only p, 0.5 that it hurts p as
+    much as the others, 0 that it hurts only the others (NaN when it hurts nothing). Means
+    over runs are meaningful (the earlier ratio ``own / (other + 1e-6)`` reached 10^5 when the
+    others were untouched). Compute it on a plainly trained model with the same blocks for
+    the baseline.
 
     Args:
         ablation: `ablate_blocks` output.
@@ -184,7 +186,7 @@ def localization(ablation: pd.DataFrame, *, metric: str = "loss", own: Mapping[s
             block named like the piece.
         baseline: `ablate_blocks` output for a baseline (plain) model; adds a
             ``baseline_score`` column (its score for the same piece, mean over runs).
-        eps: guards the division when the other pieces are not hurt at all.
+        eps: damage below it counts as none (so float noise cannot decide a share).
 
     Returns:
         DataFrame: run, seed, piece, block, own_increase, other_increase, score
@@ -211,12 +213,19 @@ def localization(ablation: pd.DataFrame, *, metric: str = "loss", own: Mapping[s
             other_inc = float(np.mean([inc[q] for q in others])) if others else 0.0
             rows.append({"run": run, "seed": seed, "piece": p, "block": b, "own_increase": own_inc,
                          "other_increase": other_inc,
-                         "score": max(own_inc, 0.0) / (max(other_inc, 0.0) + eps)})
+                         "score": own_share(own_inc, other_inc, eps)})
     out = pd.DataFrame(rows, columns=["run", "seed", "piece", "block", "own_increase", "other_increase", "score"])
     if baseline is not None:
         b = localization(baseline, metric=metric, own=own, eps=eps).groupby("piece")["score"].mean()
         out["baseline_score"] = out["piece"].map(b)
     return out
+
+
+def own_share(own: float, other: float, eps: float = 1e-6) -> float:
+    """The own share of the damage, ``own+ / (own+ + other+)`` in [0, 1]; NaN when neither is
+    above ``eps``."""
+    a, b = max(own, 0.0), max(other, 0.0)
+    return float("nan") if a + b <= eps else a / (a + b)
 
 
 def ablate_in_params(result: RunResult, units: Sequence[int] | np.ndarray, *, layer: int = 0) -> Any:

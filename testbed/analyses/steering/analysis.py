@@ -85,7 +85,7 @@ def _compare(v: kit.View) -> dict[str, pd.DataFrame]:
         "is nearer the target function; source loss: primary metric against the source targets; spill-over: "
         "change of the other pieces' primary metric with the same injection on their inputs. Directions: "
         "mean_diff (difference of mean activations), probe (a linear probe's weight, same norm), random (the "
-        "control, same norm), patch (h <- (1 - alpha) h(x) + alpha h(x'), x' a target input)."))
+        "control, same norm), patch (h <- (1 - alpha) h(x) + alpha h(x'), x' the nearest target input)."))
     long.attrs.update(title="Steering at every coefficient (numeric)", note=(
         "quantity: mix, residual, toward, loss, spill; per task, label, layer, direction, alpha: mean, CI and n over runs."))
     return {"steering": wide, "steering_long": long}
@@ -97,11 +97,13 @@ def _findings(v: kit.View, comparison: dict) -> list:
     long = comparison["steering_long"]
     mix = long[(long["quantity"] == "mix") & (long["alpha"] == AT)]
     out = []
-    for (task, lab), g in mix.groupby(["task", "label"], sort=False):
-        real = g[g["direction"].isin(["mean_diff", "probe"])]
+    for task, gt in mix.groupby("task", sort=False):  # one line per task: its strongest label and direction
+        real = gt[gt["direction"].isin(["mean_diff", "probe"])]
         if real.empty:
             continue
-        best = real.loc[(real["mean"] - 1.0).abs().idxmin()]  # the closest to a full switch
+        lab = real.loc[(real["mean"] - 1.0).abs().idxmin(), "label"]  # the closest to a full switch
+        g, real = gt[gt["label"] == lab], real[real["label"] == lab]
+        best = real.loc[(real["mean"] - 1.0).abs().idxmin()]
         ctrl = g[(g["direction"] == "random") & (g["layer"] == best["layer"])]
         res = long[(long["quantity"] == "residual") & (long["alpha"] == AT) & (long["task"] == task)
                    & (long["label"] == lab) & (long["layer"] == best["layer"])].set_index("direction")["mean"]

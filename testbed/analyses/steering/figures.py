@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from testbed.analyses.figkit import label_order, method_labels, palette, suite_figure, with_labels
+from testbed.analyses.figkit import (
+    label_order,
+    method_labels,
+    natural_key,
+    palette,
+    suite_figure,
+    with_labels,
+)
 from testbed.core.stats import summarize
 from testbed.core.style import style
 
@@ -28,7 +35,7 @@ def steering_scan(tables: dict[str, pd.DataFrame], task: str):
     s = s[s["task"] == task]
     labels = method_labels(tables)
     s = with_labels(s, labels)
-    labs = label_order(s["label"].astype(str), palette(labels))[:3]
+    labs = sorted(label_order(s["label"].astype(str), palette(labels)), key=natural_key)[-3:]  # e.g. the widest
     dirs = [d for d in ORDER if d in set(s["direction"].astype(str))]
     layers = sorted(set(s["layer"].astype(int)))
     pair = s.iloc[0]

@@ -13,7 +13,8 @@ source piece, for every coefficient of a scan and every run in one compiled call
 * a vector the caller gives (``vector=``, one per layer or one for the layer named).
 
 ``patch`` is interpolated patching instead: ``h_l <- (1 - alpha) h_l(x) + alpha h_l(x')``, each
-source input x paired with a target input x'.
+source input x paired with the nearest target input x' (on ``context_switch``: the same x0 in
+the other context).
 
 Measured per run, layer, direction and alpha, on the source inputs (`steer`):
 
@@ -127,6 +128,8 @@ def steer(task: Task, method: Method | str, result: RunResult, *, source: str | 
             raise ConfigError(f"steering: layer {i}; the model has {n_layers} hidden layer(s): 0..{n_layers - 1}")
     seeds = result.runs["seed"].to_numpy()
     f_s, f_t = piece_function(task, s, src.x), piece_function(task, t, src.x)
+    # patching pairs each source input with the nearest target input (context_switch: the same x0)
+    pair = np.argmin(((np.asarray(src.x)[:, None, :] - np.asarray(tgt.x)[None, :, :]) ** 2).sum(-1), axis=1)
     rows, spill = [], []
     primary = metric_names(task)[0]
     for layer in layers:
@@ -140,8 +143,8 @@ def steer(task: Task, method: Method | str, result: RunResult, *, source: str | 
             vecs["vector"] = jnp.broadcast_to(v, vecs["mean_diff"].shape)
         for d in directions:
             if d == "patch":
-                out = _patched(task, method, result.graphdef, ctx, layer)(result.params, src, h_tgt[layer],
-                                                                          jnp.asarray(alphas))
+                out = _patched(task, method, result.graphdef, ctx, layer)(
+                    result.params, src, h_tgt[layer][:, pair], jnp.asarray(alphas))
                 norm = np.linalg.norm(np.asarray(vecs["mean_diff"]), axis=-1)
             else:
                 inj = _injected(task, method, result.graphdef, ctx, layer)
