@@ -9,7 +9,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TESTBED_FIGURE_WORKERS", "1")
 # Compiled programs of the tests go to a folder of their own (not the user's cache),
 # kept between runs on this machine; JAX's cache key holds the XLA flags below.
-os.environ.setdefault("TESTBED_COMPILE_CACHE", os.path.join(tempfile.gettempdir(), "testbed-tests-jax-cache"))
+# One folder per xdist worker: JAX writes cache entries in place (no lock without a size
+# limit), so a worker could read a program another is still writing and crash loading it.
+os.environ.setdefault("TESTBED_COMPILE_CACHE", os.path.join(
+    tempfile.gettempdir(), "testbed-tests-jax-cache" + (f"-{os.environ['PYTEST_XDIST_WORKER']}"
+                                                        if "PYTEST_XDIST_WORKER" in os.environ else "")))
 # Tests check numbers, not speed: skip LLVM's expensive optimizations, which
 # cuts XLA:CPU compile time about 3x (compiles dominate this suite's time).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):

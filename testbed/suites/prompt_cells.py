@@ -34,7 +34,7 @@ import pandas as pd
 
 from testbed.core.columns import RUN, SWEPT
 from testbed.core.errors import TestbedError, is_count
-from testbed.suites.spec import (
+from testbed.suites.cells import (
     TRAIN_FIELDS,
     Cell,
     _components,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 RAYS, R_LOW, R_HIGH, POINTS = 32, 5.0, 10.0, 64
 
@@ -36,11 +36,11 @@ def ray_r2(predict, dim: int, *, rays: int = RAYS, key: int = 0) -> np.ndarray:
 
 
 def _run(quick: bool) -> Measured:
-    import testbed
+    from testbed.reproduce import kit
 
-    task = testbed.make_task("radial")
-    r = testbed.train(task, "mse", testbed.make_model("mlp", width=64, depth=2),
-                      testbed.make_optimizer("adam", lr=3e-3), steps=400 if quick else 3000, seeds=2 if quick else 4,
+    task = kit.make_task("radial")
+    r = kit.train(task, "mse", kit.make_model("mlp", width=64, depth=2),
+                      kit.make_optimizer("adam", lr=3e-3), steps=400 if quick else 3000, seeds=2 if quick else 4,
                       evals=2, quiet=True, eval_size=256, probe_points=64)
     r2 = np.concatenate([ray_r2(lambda x, i=i: r.model(i)(x), task.in_dim, key=i) for i in range(len(r.runs))])
     med = float(np.median(r2))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 P = 23
 
@@ -42,10 +42,10 @@ def gromov_accuracy(task) -> float:
     import jax
     from flax import nnx
 
-    import testbed
+    from testbed.reproduce import kit
 
     g = gromov_params()
-    model = testbed.make_model("mlp", width=g["w1"].shape[1], depth=1, activation="square").build(
+    model = kit.make_model("mlp", width=g["w1"].shape[1], depth=1, activation="square").build(
         task.in_dim, P, rngs=nnx.Rngs(0))
     model.layers[0].kernel[...] = g["w1"]
     model.layers[0].bias[...] = np.zeros(g["w1"].shape[1], np.float32)
@@ -58,15 +58,15 @@ def gromov_accuracy(task) -> float:
 
 
 def _run(quick: bool) -> Measured:
-    import testbed
+    from testbed.reproduce import kit
 
-    task = testbed.make_task("modular_addition")
+    task = kit.make_task("modular_addition")
     exact = gromov_accuracy(task)
     steps = 3000 if quick else 30000
     err = {}
     for wd in (1.0, 0.0):
-        r = testbed.train(task, "ce", testbed.make_model("mlp", width=256, depth=1),
-                          testbed.make_optimizer("adamw", lr=3e-3, weight_decay=wd), steps=steps, batch_size=256,
+        r = kit.train(task, "ce", kit.make_model("mlp", width=256, depth=1),
+                          kit.make_optimizer("adamw", lr=3e-3, weight_decay=wd), steps=steps, batch_size=256,
                           seeds=2, evals=16, quiet=True, eval_size=512, probe_points=16)
         h = r.history
         h = h[(h["piece"] == "all") & (h["metric"] == "error")]

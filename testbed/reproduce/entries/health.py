@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.core.columns import METRICS
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 LEARNED = 0.1
 METHODS = ({"name": "mse"}, {"name": "ce", "encoding": "hl_gauss"})
@@ -24,19 +24,19 @@ METHODS = ({"name": "mse"}, {"name": "ce", "encoding": "hl_gauss"})
 
 def health_table(tasks=None, *, steps: int = 2000, seeds: int = 2) -> pd.DataFrame:
     """``task, method, initial, final, ratio, learned``: the train primary metric at step 0 and at the end."""
-    import testbed
+    from testbed.reproduce import kit
 
     rows = []
-    for name in tasks or testbed.list_tasks():
-        task = testbed.make_task(name)
+    for name in tasks or kit.list_tasks():
+        task = kit.make_task(name)
         if not task.pieces:
             continue
-        opt = (testbed.make_optimizer("adamw", lr=3e-3, weight_decay=0.1) if name == "modular_addition"
-               else testbed.make_optimizer("adam", lr=3e-3))
-        model = testbed.make_model("mlp", width=64, depth=2)
+        opt = (kit.make_optimizer("adamw", lr=3e-3, weight_decay=0.1) if name == "modular_addition"
+               else kit.make_optimizer("adam", lr=3e-3))
+        model = kit.make_model("mlp", width=64, depth=2)
         for m in METHODS:
-            method = testbed.make_method(m["name"], **{k: v for k, v in m.items() if k != "name"})
-            r = testbed.train(task, method, model, opt, steps=steps, batch_size=128, seeds=seeds, evals=2, quiet=True,
+            method = kit.make_method(m["name"], **{k: v for k, v in m.items() if k != "name"})
+            r = kit.train(task, method, model, opt, steps=steps, batch_size=128, seeds=seeds, evals=2, quiet=True,
                               eval_size=512, probe_points=16)
             h = r.history
             h = h[(h["split"] == "train") & (h["piece"] == "all") & (h["metric"] == METRICS[task.target][0])]

@@ -3,7 +3,7 @@ learn in-context by gradient descent", arXiv 2212.07677, Fig. 2): trained on lin
 prompts, one linear self-attention layer implements one step of gradient descent, and its error
 matches that of one step of GD with the best step size on the same prompts.
 
-Here: d = 5, prompts of 20 examples, loss on the query after all 20 (`testbed.LinearAttention`,
+Here: d = 5, prompts of 20 examples, loss on the query after all 20 (`kit.LinearAttention`,
 Adam); the baseline is `one_step_gd` on the very same 1024 evaluation prompts. Measured: the
 model's normalized error at N = 20 over the baseline's. Band [0.9, 1.1]: the optimum of the
 layer is exactly that step (von Oswald et al.), so a trained layer within 10% has found it.
@@ -11,18 +11,18 @@ layer is exactly that step (von Oswald et al.), so a trained layer within 10% ha
 
 from __future__ import annotations
 
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 D, K = 5, 20
 
 
 def _run(quick: bool) -> Measured:
-    import testbed
     from testbed.analyses.icl.figures import error_vs_n
+    from testbed.reproduce import kit
 
-    task = testbed.make_prompt_task("linear", d=D, points=K)
-    r = testbed.train_prompts(task, testbed.LinearAttention(max_points=K), steps=800 if quick else 3000,
-                              batch_size=128, seeds=2, optimizer=testbed.Optimizer(name="adam", lr=3e-3), evals=2,
+    task = kit.make_prompt_task("linear", d=D, points=K)
+    r = kit.train_prompts(task, kit.LinearAttention(max_points=K), steps=800 if quick else 3000,
+                              batch_size=128, seeds=2, optimizer=kit.Optimizer(name="adam", lr=3e-3), evals=2,
                               eval_prompts=256 if quick else 1024, baselines=("least_squares", "one_step_gd"),
                               probe_prompts=0)
     h = r.history[(r.history["step"] == r.history["step"].max()) & (r.history["n"] == K)]

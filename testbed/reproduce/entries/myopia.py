@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 EPOCH = 200
 
 
 def _run(quick: bool) -> Measured:
-    import testbed
+    from testbed.reproduce import kit
 
     seeds = 4 if quick else 8
     epoch = EPOCH // 2 if quick else EPOCH  # ten epochs either way
     kw = dict(schedule="window", start=4, end=6, epoch_steps=epoch)
     out = {}
-    for label, method in (("myopic", testbed.make_method("myopic", **kw)),
-                          ("H16", testbed.make_method("nonmyopic", horizon=16, **kw))):
-        r = testbed.train("sine_line", method, testbed.make_model("mlp", width=64, depth=2),
-                          testbed.make_optimizer("adam", lr=1e-2), steps=10 * epoch, batch_size=128, seeds=seeds, evals=3,
+    for label, method in (("myopic", kit.make_method("myopic", **kw)),
+                          ("H16", kit.make_method("nonmyopic", horizon=16, **kw))):
+        r = kit.train("sine_line", method, kit.make_model("mlp", width=64, depth=2),
+                          kit.make_optimizer("adam", lr=1e-2), steps=10 * epoch, batch_size=128, seeds=seeds, evals=3,
                           quiet=True, eval_size=256, probe_points=32)
         halted = r.runs["halted_step"].to_numpy()
         out[label] = np.where(halted >= 0, halted // epoch, -1)

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 
 def _run(quick: bool) -> Measured:
-    import testbed
     from testbed.analyses.routing import measure as ra
+    from testbed.reproduce import kit
 
-    task = testbed.make_task("two_slopes")
-    routed = testbed.make_method("routing", l1=0.01)
-    kw = dict(model=testbed.MLP(width=32, depth=1), steps=200 if quick else 400, batch_size=128,
+    task = kit.make_task("two_slopes")
+    routed = kit.make_method("routing", l1=0.01)
+    kw = dict(model=kit.MLP(width=32, depth=1), steps=200 if quick else 400, batch_size=128,
               seeds=2 if quick else 4, lr=1e-2, evals=3, quiet=True, eval_size=256, probe_points=32)
-    r, p = testbed.train(task, routed, **kw), testbed.train(task, "mse", **kw)
+    r, p = kit.train(task, routed, **kw), kit.train(task, "mse", **kw)
     loc = ra.localization(ra.ablate_blocks(task, routed, r, eval_size=512))
     base = ra.localization(ra.ablate_blocks(task, "mse", p, blocks=routed, eval_size=512))
     rec = ra.recovery_table(ra.retrain_after_ablation(task, routed, r, "shallow", steps=60 if quick else 120,

@@ -4,7 +4,7 @@ initialization learns the target's singular modes one at a time, strongest first
 plateau, at times that match the closed form ``t_half = tau / (2 s) ln(s / u0 - 1)``.
 
 Here: singular values (4, 2, 1), full-batch gradient descent
-(`testbed.tasks.deep_linear.two_layer_descent`), the plateau detector (`testbed.read_curve`)
+(`testbed.tasks.deep_linear.two_layer_descent`), the plateau detector (`kit.read_curve`)
 on the loss. Measured: the worst relative error of a detected drop step against the closed
 form, over the seeds where the detector finds one stall per mode; a seed with the wrong count
 counts as error 1. Band [0, 0.15]: the closed form holds after a short transient in which the
@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 VALUES = (4.0, 2.0, 1.0)
 
 
 def _run(quick: bool) -> Measured:
-    import testbed
+    from testbed.reproduce import kit
     from testbed.tasks.deep_linear import two_layer_descent
 
     seeds = 2 if quick else 6
     errs, curves = [], []
     for seed in range(seeds):
         loss, predicted = two_layer_descent(VALUES, steps=3000, batch=0, seed=seed)
-        stalls = testbed.read_curve(np.arange(len(loss), dtype=np.float64), loss).stalls
+        stalls = kit.read_curve(np.arange(len(loss), dtype=np.float64), loss).stalls
         if len(stalls) == len(VALUES):
             errs.append(float(np.max(np.abs(np.array([p.drop_step for p in stalls]) / predicted - 1))))
         else:

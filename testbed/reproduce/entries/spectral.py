@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 FREQS = (1.0, 3.0, 6.0)
 SPEC = {"name": "equal_sines", "target": "scalar",
@@ -35,12 +35,12 @@ def amplitudes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _run(quick: bool) -> Measured:
-    import testbed
+    from testbed.reproduce import kit
     from testbed.tasks.spec import task_from_spec
 
     task = task_from_spec(SPEC, source="spectral_bias")
-    r = testbed.train(task, "mse", testbed.make_model("mlp", width=128, depth=3),
-                      testbed.make_optimizer("adam", lr=1e-3), steps=600 if quick else 3000, seeds=2 if quick else 4,
+    r = kit.train(task, "mse", kit.make_model("mlp", width=128, depth=3),
+                      kit.make_optimizer("adam", lr=1e-3), steps=600 if quick else 3000, seeds=2 if quick else 4,
                       evals=40 if quick else 80, quiet=True, eval_size=256, probe_points=256)
     x = np.asarray(r.probe.x)[: r.probe_grid, 0]
     inside = np.abs(x) <= 1

@@ -12,7 +12,7 @@ most of the 20 (Elhage et al.'s Fig. 3 shows nearly all), so 15-20 over 5.
 
 from __future__ import annotations
 
-from testbed.reproduce.base import Measured, Reproduction, register_reproduction
+from testbed.reproduce.registry import Measured, Reproduction, register_reproduction
 
 
 def _run(quick: bool) -> Measured:
