@@ -11,9 +11,12 @@ os.environ.setdefault("TESTBED_FIGURE_WORKERS", "1")
 # kept between runs on this machine; JAX's cache key holds the XLA flags below.
 # One folder per xdist worker: JAX writes cache entries in place (no lock without a size
 # limit), so a worker could read a program another is still writing and crash loading it.
-os.environ.setdefault("TESTBED_COMPILE_CACHE", os.path.join(
-    tempfile.gettempdir(), "testbed-tests-jax-cache" + (f"-{os.environ['PYTEST_XDIST_WORKER']}"
-                                                        if "PYTEST_XDIST_WORKER" in os.environ else "")))
+# (The controller imports this file first and its environment reaches the workers, so a
+# worker replaces the controller's default rather than keeping it.)
+_SHARED = os.path.join(tempfile.gettempdir(), "testbed-tests-jax-cache")
+if os.environ.get("TESTBED_COMPILE_CACHE", _SHARED) == _SHARED:
+    _worker = os.environ.get("PYTEST_XDIST_WORKER")
+    os.environ["TESTBED_COMPILE_CACHE"] = f"{_SHARED}-{_worker}" if _worker else _SHARED
 # Tests check numbers, not speed: skip LLVM's expensive optimizations, which
 # cuts XLA:CPU compile time about 3x (compiles dominate this suite's time).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):

@@ -40,3 +40,33 @@ def test_second_process_hits_the_cache_and_gets_the_same_numbers(tmp_path):
 def test_cache_off():
     off = _run({"TESTBED_COMPILE_CACHE": "off"})
     assert off["dir"] == "None" and off["hits"] == 0
+
+
+def test_cache_entries_appear_whole_to_a_concurrent_reader(tmp_path):
+    """JAX writes entries in place; testbed's writer renames a finished temp file into place, so
+    a reader polling the entry sees nothing or all of it, never a part (a part crashed a test worker)."""
+    import threading
+
+    from jax._src import lru_cache
+
+    from testbed.core.platform import atomic_cache_writes
+
+    assert atomic_cache_writes()
+    cache = lru_cache.LRUCache(str(tmp_path), max_size=-1)
+    value = bytes(range(256)) * (200 * 2**20 // 256)  # 200 MiB: long enough to catch a write in progress
+    path = tmp_path / f"k{lru_cache._CACHE_SUFFIX}"
+    seen, done = set(), threading.Event()
+
+    def poll():
+        while not done.is_set():
+            if path.exists():
+                seen.add(len(path.read_bytes()))
+
+    t = threading.Thread(target=poll)
+    t.start()
+    cache.put("k", value)
+    done.set()
+    t.join()
+    assert cache.get("k") == value
+    assert seen <= {len(value)}, f"a reader saw a partial entry: {sorted(seen)[:3]}"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left

@@ -6,7 +6,13 @@ import math
 import pytest
 
 from testbed.core.errors import ConfigError
-from testbed.reproduce.base import Reproduction, list_reproductions, make_reproduction, run_reproductions, verdict
+from testbed.reproduce.base import (
+    Reproduction,
+    list_reproductions,
+    make_reproduction,
+    run_reproductions,
+    verdict,
+)
 
 NAMES = list_reproductions()
 

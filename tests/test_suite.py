@@ -242,3 +242,52 @@ def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path):
         a = pd.read_parquet(tmp_path / "ahead" / s.name / key / "history.parquet")
         b = pd.read_parquet(tmp_path / "inline" / s.name / key / "history.parquet")
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_cell_changed_after_it_finished_is_found_and_redone(tmp_path):
+    from testbed.suites.store import SuiteStore
+
+    suite = load_suite(write(tmp_path, TINY_SUITE))
+    run = run_suite(suite, tmp_path / "results", quiet=True)
+    store = SuiteStore(run.root)
+    key = suite.cells[0].key
+    before = pd.read_parquet(store.cell_dir(key) / "history.parquet")
+    assert all(store.verify_cell(k) is None for k in run.ran)
+    path = store.cell_dir(key) / "history.parquet"
+    path.write_bytes(path.read_bytes()[:100])  # truncated after DONE
+    assert "history.parquet changed" in store.verify_cell(key)
+    with pytest.warns(UserWarning, match=f"{key}: history.parquet changed after the cell finished"):
+        again = run_suite(suite, tmp_path / "results", quiet=True)
+    assert again.ran == [key] and len(again.skipped) == len(suite.cells) - 1
+    pd.testing.assert_frame_equal(pd.read_parquet(path), before)  # redone: the same numbers
+    (store.cell_dir(key) / "runs.parquet").unlink()
+    assert store.verify_cell(key) == "runs.parquet is missing"
+
+
+def test_a_second_writer_on_the_same_suite_folder_is_stopped(tmp_path):
+    from testbed.suites.store import SuiteLockedError, SuiteStore
+
+    suite = load_suite(write(tmp_path, TINY_SUITE))
+    code = (f"import time; from testbed.suites.store import SuiteStore\n"
+            f"with SuiteStore({str(tmp_path / 'results' / 'tiny')!r}).lock():\n"
+            "    print('held', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SuiteLockedError, match=rf"tiny is being written by pid {holder.pid} since"):
+            run_suite(suite, tmp_path / "results", quiet=True)
+        assert SuiteStore(tmp_path / "results" / "tiny").done_keys() == []  # nothing was written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(run_suite(suite, tmp_path / "results", quiet=True).ran) == len(suite.cells)  # released on death
+
+
+def test_an_unwritable_results_folder_fails_before_anything_runs(tmp_path):
+    from testbed.core.files import StoreError
+
+    suite = load_suite(write(tmp_path, TINY_SUITE))
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    with pytest.raises(StoreError, match=r"cannot write the results folder .*a_file/tiny"):
+        run_suite(suite, blocked, quiet=True)

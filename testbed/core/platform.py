@@ -102,10 +102,55 @@ def configure_compile_cache() -> Path | None:
             jax.config.update("jax_compilation_cache_dir", str(folder))
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+            atomic_cache_writes()
     else:
         folder = None
     _CONFIGURED["cache"] = folder
     return folder
+
+
+def atomic_cache_writes() -> bool:
+    """Make JAX's persistent cache write each entry atomically (a temp file renamed into place).
+
+    JAX (0.10, without a cache size limit) writes entries in place, so another process or
+    thread loading the same program at that moment reads half a file and crashes (seen: two
+    test workers sharing a cache folder, "Fatal Python error: Aborted" while loading). A size
+    limit would turn on JAX's file lock, but its eviction then scans every entry on every
+    write. Returns whether the writer was replaced (False when JAX's cache class changed)."""
+    import os
+    import threading
+
+    try:
+        from jax._src import lru_cache
+    except ImportError:
+        return False
+    cls = getattr(lru_cache, "LRUCache", None)
+    suffix = getattr(lru_cache, "_CACHE_SUFFIX", None)
+    if cls is None or suffix is None or not hasattr(cls, "put"):
+        return False
+    if getattr(cls, "_testbed_atomic", False):
+        return True
+    original = cls.put
+
+    def put(self, key: str, value: bytes) -> None:
+        folder = getattr(self, "path", None)
+        if getattr(self, "eviction_enabled", True) or folder is None or not key or "://" in str(folder):
+            return original(self, key, value)  # a size limit (JAX locks) or a remote folder: JAX's own way
+        target = Path(str(folder)) / f"{key}{suffix}"
+        if target.exists():
+            return None
+        tmp = target.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_bytes(value)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return None
+
+    cls.put = put
+    cls._testbed_atomic = True
+    return True
 
 
 def versions() -> dict[str, str]:

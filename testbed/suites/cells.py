@@ -27,8 +27,13 @@ class Component:
     kwargs: tuple[tuple[str, Any], ...]
     label: str
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of its factory (frozen values thawed)."""
+        return {k: thaw(v) for k, v in self.kwargs}
+
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **dict(self.kwargs)}
+        return {"name": self.name, **self.options}
 
 
 @dataclass(frozen=True)
@@ -163,10 +168,20 @@ def _stages(v: Any, fld: str, err) -> tuple:
 
 
 def thaw(v: Any) -> Any:
-    """A value `testbed.core.registry.freeze` made hashable, as plain dicts again."""
+    """A value `testbed.core.registry.freeze` made hashable, as plain dicts again (tuples stay
+    tuples: JSON writes them as lists, and the factories accept them)."""
     if isinstance(v, tuple) and v and v[0] == "<map>":
         return {k: thaw(x) for k, x in v[1:]}
+    if isinstance(v, tuple):
+        return tuple(thaw(x) for x in v)
     return v
+
+
+def _hashable(v: Any) -> Any:
+    """``v`` with lists as tuples and tables as frozen maps, recursively (a component's value)."""
+    from testbed.core.registry import freeze
+
+    return freeze(v, False) if isinstance(v, dict | list | tuple) else v
 
 
 def stage_dicts(cell: Cell) -> list[dict[str, Any]]:
@@ -181,12 +196,17 @@ def stage_dicts(cell: Cell) -> list[dict[str, Any]]:
     return out
 
 
+MAX_SEEDS = 10_000  # seeds per cell: every one is a run in the cell's program
+
+
 def _seeds(v: Any, fld: str, err) -> tuple[int, ...]:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+    if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SEEDS:
         return tuple(range(v))
-    if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+    if isinstance(v, list) and 0 < len(v) <= MAX_SEEDS and all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in v):
         return tuple(v)
-    raise err(fld, "expected a positive count or a non-empty list of integers", v)
+    raise err(fld, f"expected a count from 1 to {MAX_SEEDS} or a list of up to {MAX_SEEDS} seeds "
+              "(integers from 0 to 2^32 - 1)", v)
 
 
 def _components(v: Any, fld: str, known: list[str], err) -> list[Component]:
@@ -204,7 +224,7 @@ def _components(v: Any, fld: str, known: list[str], err) -> list[Component]:
             raise err(f"{fld}[{i}].name", f"unknown {fld.rsplit('.', 1)[-1][:-1]} {item['name']!r}; "
                       f"known: {', '.join(known)}", item["name"])
         label = item.get("label")
-        kwargs = tuple(sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in item.items()
-                              if k not in ("name", "label")))
+        # hashable all the way down (lists -> tuples, tables -> frozen maps); `as_dict` thaws them
+        kwargs = tuple(sorted((k, _hashable(x)) for k, x in item.items() if k not in ("name", "label")))
         out.append(Component(item["name"], kwargs, label if isinstance(label, str) else ""))
     return out

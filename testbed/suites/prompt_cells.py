@@ -146,7 +146,7 @@ def prompt_call(cell: Cell):
 
     task = prompt_task(cell.task, **dict(cell.params))
     train = {k: thaw(v) for k, v in cell.train}
-    model_kw = dict(cell.model.kwargs)
+    model_kw = cell.model.options
     shifts = list(train["shifts"])
     if "max_points" not in model_kw:
         cls = type(make_prompt_model(cell.model.name))
@@ -156,8 +156,8 @@ def prompt_call(cell: Cell):
     kwargs = {"steps": train["steps"], "batch_size": train["batch_size"], "evals": train["evals"],
               "seeds": list(cell.seeds), "shifts": shifts, "baselines": baselines,
               "eval_prompts": train["eval_prompts"], "probe_prompts": train["probe_prompts"],
-              "optimizer": make_optimizer(cell.optimizer.name, **dict(cell.optimizer.kwargs)),
-              "loss_at": dict(cell.method.kwargs).get("loss_at"),
+              "optimizer": make_optimizer(cell.optimizer.name, **cell.optimizer.options),
+              "loss_at": cell.method.options.get("loss_at"),
               "curriculum": Curriculum(**train["curriculum"]) if "curriculum" in train else None}
     return task, model, kwargs
 
@@ -170,7 +170,7 @@ def check_prompt_cells(cells: list[Cell], err: Callable) -> None:
             kw["optimizer"].check(kw["steps"])
         except TestbedError as e:
             raise err(f"task {c.task!r}", str(e)) from None
-        extra = set(dict(c.method.kwargs)) - {"loss_at"}
+        extra = set(c.method.options) - {"loss_at"}
         if extra:
             raise err(f"method of task {c.task!r}", f"unknown field {sorted(extra)[0]!r}; accepted: loss_at")
         if kw["loss_at"] not in (None, "all", "last"):

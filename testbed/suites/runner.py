@@ -56,9 +56,9 @@ def cell_call(cell: Cell) -> tuple[tuple, dict]:
     from testbed.tasks import make_task
     from testbed.training.optim import make_optimizer
 
-    args = (make_task(cell.task, **dict(cell.params)), make_method(cell.method.name, **dict(cell.method.kwargs)),
-            make_model(cell.model.name, **dict(cell.model.kwargs)),
-            make_optimizer(cell.optimizer.name, **dict(cell.optimizer.kwargs)))
+    args = (make_task(cell.task, **dict(cell.params)), make_method(cell.method.name, **cell.method.options),
+            make_model(cell.model.name, **cell.model.options),
+            make_optimizer(cell.optimizer.name, **cell.optimizer.options))
     from testbed.analyses.base import for_cell
 
     train = {k: v for k, v in cell.train if k != "stages"}
@@ -178,12 +178,57 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
     one trains; the numbers are the same either way. The manifest records
     the suite, commit, versions, platform, devices and times; ``results.parquet``
     aggregates every finished cell of this suite.
+
+    The suite folder is locked for the run (a second run on it stops with
+    `testbed.suites.store.SuiteLockedError`), an unwritable folder fails before anything
+    runs, and a finished cell whose files changed since (checksums in its ``DONE``) is
+    redone with a warning naming it.
     """
+
+    store = SuiteStore(Path(results) / suite.name)
+    writable(store.root)
+    with store.lock():  # one writer per suite folder: a second run stops here, naming the first
+        return _run_locked(suite, store, force=force, executor=executor, quiet=quiet, prefetch=prefetch)
+
+
+def writable(root: Path) -> None:
+    """Check that the results folder can be written before anything runs (a clear error naming
+    it, not a traceback after the first cell)."""
+    from testbed.core.files import StoreError
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-check-{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise StoreError(f"cannot write the results folder {root}: {e.strerror or e}; give a writable --results "
+                         "folder (finished cells stay as they are)") from None
+
+
+def redo_tampered(store: SuiteStore, keys) -> list[str]:
+    """Remove every finished cell among ``keys`` whose files changed after it finished (a
+    warning names each), so the run redoes it. Returns their keys."""
+    import warnings
+
+    bad = []
+    for k in keys:
+        if store.is_done(k):
+            problem = store.verify_cell(k)
+            if problem is not None:
+                warnings.warn(f"{store.cell_dir(k)}: {problem}; redoing the cell", stacklevel=3)
+                store.remove_cell(k)
+                bad.append(k)
+    return bad
+
+
+def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Executor | None, quiet: bool,
+                prefetch: bool) -> SuiteRun:
     from testbed.core.platform import provenance
     from testbed.core.plugins import loaded
 
-    store = SuiteStore(Path(results) / suite.name)
     store.clean_unfinished()
+    redo_tampered(store, [c.key for c in suite.cells])
     started = _now()
     prev = store.read_manifest() or {}
     todo = [c for c in suite.cells if force or not store.is_done(c.key)]

@@ -205,9 +205,9 @@ def check_cells(cells: Sequence[Cell], path: str = "<suite>") -> None:
     seen: set = set()
     for c in cells:
         for what, build, arg in (("task", lambda c: make_task(c.task, **dict(c.params)), c.task),
-                                 ("method", lambda c: make_method(c.method.name, **dict(c.method.kwargs)), c.method),
-                                 ("model", lambda c: make_model(c.model.name, **dict(c.model.kwargs)), c.model),
-                                 ("optimizer", lambda c: make_optimizer(c.optimizer.name, **dict(c.optimizer.kwargs)),
+                                 ("method", lambda c: make_method(c.method.name, **c.method.options), c.method),
+                                 ("model", lambda c: make_model(c.model.name, **c.model.options), c.model),
+                                 ("optimizer", lambda c: make_optimizer(c.optimizer.name, **c.optimizer.options),
                                   c.optimizer)):
             k = (what, c.task if what == "task" else None, c.params if what == "task" else None, arg)
             if k in seen:
@@ -227,10 +227,10 @@ def check_cells(cells: Sequence[Cell], path: str = "<suite>") -> None:
                 raise err(f"train.stages of task {c.task!r}", str(e)) from None
     for c in cells:  # what depends on the run length (a myopic cutoff, a warmup) is checked now
         try:
-            make_optimizer(c.optimizer.name, **dict(c.optimizer.kwargs)).check(c.total_steps)
+            make_optimizer(c.optimizer.name, **c.optimizer.options).check(c.total_steps)
         except TestbedError as e:
             raise err(f"optimizer of task {c.task!r}", str(e)) from None
-        method = make_method(c.method.name, **dict(c.method.kwargs))
+        method = make_method(c.method.name, **c.method.options)
         if method.extras.check is not None:
             try:
                 method.extras.check(make_task(c.task, **dict(c.params)), c.total_steps)

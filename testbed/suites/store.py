@@ -19,10 +19,11 @@ after everything else is on disk. So a cell folder either has ``DONE`` and is
 complete, or has no ``DONE`` and is thrown away and recomputed. Readers
 (`SuiteStore.aggregate`, `SuiteStore.done_keys`) trust nothing without ``DONE``.
 
-The store assumes one writer per suite at a time: `SuiteStore.write_cell`
-clears an unfinished folder for the same key, and
-`SuiteStore.clean_unfinished` removes every unfinished folder, which would
-break a second process writing at the same moment.
+The store assumes one writer per suite at a time (`SuiteStore.write_cell` clears an
+unfinished folder for the same key, `SuiteStore.clean_unfinished` removes every unfinished
+folder); `SuiteStore.lock` enforces it across processes, and `testbed.run_suite` holds it.
+``DONE`` records every file's checksum; `SuiteStore.verify_cell` finds a file changed,
+truncated or removed after the cell finished, and the runner redoes such a cell.
 
 This module deliberately does not import JAX, so tools that only read results
 stay fast to start.
@@ -56,7 +57,7 @@ from testbed.core.files import (  # noqa: F401  (re-exported: the store's own wr
 )
 
 __all__ = [
-    "CellExistsError", "CellNotDoneError", "CorruptCellError", "StoreError", "SuiteStore",
+    "CellExistsError", "CellNotDoneError", "CorruptCellError", "StoreError", "SuiteLockedError", "SuiteStore",
     "atomic_write_bytes", "atomic_write_json", "atomic_write_parquet", "atomic_write_text",
     "canonical_json", "cell_key",
 ]
@@ -65,6 +66,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.parquet"
 DONE_FILE = "DONE"
 MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".lock"  # held by the one process writing the suite (`SuiteStore.lock`)
 RESULTS_FILE = "results.parquet"
 CELL_COLUMN = "cell"
 
@@ -92,7 +94,22 @@ class CorruptCellError(StoreError, ValueError):
     """A file of a finished cell (or the manifest) cannot be read."""
 
 
+class SuiteLockedError(StoreError, RuntimeError):
+    """Another process is writing the same suite folder."""
+
+
 # ---------------------------------------------------------------------------- reading helpers
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+
 def _read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -267,12 +284,35 @@ class SuiteStore:
             atomic_write_parquet(d / f"{name}.parquet", df)
         for name, doc in extra_json.items():
             atomic_write_json(d / f"{name}.json", doc)
-        # Strictly last: DONE promises every file above is complete and on disk.
+        # Strictly last: DONE promises every file above is complete and on disk, and records
+        # each file's checksum so a file changed afterwards is caught (`verify_cell`).
         atomic_write_json(d / DONE_FILE, {
             "key": key,
             "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sha256": {p.name: _sha256(p) for p in sorted(d.iterdir()) if p.name != DONE_FILE},
         })
         return d
+
+    def verify_cell(self, key: str) -> str | None:
+        """What is wrong with finished cell ``key``'s files, or None: a file missing, changed
+        or added since its ``DONE`` recorded their checksums (cells finished before checksums
+        were recorded are trusted as they are)."""
+        d = self.cell_dir(key)
+        try:
+            done = _read_json(d / DONE_FILE)
+        except (FileNotFoundError, CorruptCellError):
+            return "its DONE marker is missing or unreadable"
+        sums = done.get("sha256") if isinstance(done, dict) else None
+        if not isinstance(sums, dict):
+            return None
+        for name, digest in sums.items():
+            f = d / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if _sha256(f) != digest:
+                return f"{name} changed after the cell finished (checksum mismatch)"
+        extra = sorted(p.name for p in d.iterdir() if p.name != DONE_FILE and p.name not in sums)
+        return f"{extra[0]} was added after the cell finished" if extra else None
 
     def remove_cell(self, key: str) -> None:
         """Delete cell ``key`` (finished or not); no error if it does not exist."""
@@ -307,6 +347,36 @@ class SuiteStore:
                     with contextlib.suppress(FileNotFoundError):
                         p.unlink()
         return removed
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the suite folder for one writer: a second `testbed bench` on the same folder
+        stops with `SuiteLockedError` naming the process that holds it, before it touches
+        anything. The lock (``.lock``, an OS file lock) is released when the holder exits,
+        even if it is killed. Where file locks are not available (no ``fcntl``) it is a no-op."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here
+            yield
+            return
+        self._ensure_root()
+        path = self.root / LOCK_FILE
+        f = open(path, "a+")  # noqa: SIM115  (held open for the lock's lifetime)
+        try:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise SuiteLockedError(f"{self.root} is being written by {holder}; wait for it to finish, or give "
+                                       "another --results folder") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
+            f.flush()
+            yield
+        finally:
+            f.close()  # closing releases the lock
 
     def write_manifest(self, manifest: Mapping) -> None:
         """Atomically write ``manifest.json`` (strict JSON)."""

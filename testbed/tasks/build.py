@@ -71,7 +71,10 @@ def build_task(*, name: str, description: str, domain: Domain, pieces: list[Piec
         check = np.concatenate([raw_grid(domain, 4096), rand.astype(np.float32)])
     check_j = jnp.asarray(check)
 
-    masks = np.stack([np.asarray(p.where(check_j)) for p in pieces])
+    masks = [np.asarray(p.where(check_j)) for p in pieces]
+    for p, m in zip(pieces, masks, strict=True):
+        _is_condition(m, len(check), f"pieces.{p.name}.where", err)
+    masks = np.stack(masks)
     counts = masks.sum(0)
     if (counts != 1).any():
         bad = check[np.argmax(counts != 1)]
@@ -105,6 +108,7 @@ def build_task(*, name: str, description: str, domain: Domain, pieces: list[Piec
     in_split = {}
     for sname, (where, s_low, s_high) in splits.items():
         fld = f"splits.{sname}"
+        _is_condition(np.asarray(where(check_j)), len(check), fld, err)
         if domain.kind == "integers":
             m = np.asarray(where(check_j)).astype(bool)
             if not m.any():
@@ -170,3 +174,11 @@ def _bounding_box(domain: Domain, inside: np.ndarray, points: np.ndarray):
     box_low = np.maximum(points[inside].min(0) - margin, low)
     box_high = np.minimum(points[inside].max(0) + margin, high)
     return tuple(float(v) for v in box_low), tuple(float(v) for v in box_high)
+
+
+def _is_condition(m: np.ndarray, n: int, fld: str, err) -> None:
+    """A region's condition must give one true/false per point (a comparison, not a number)."""
+    if m.dtype != np.bool_ or m.shape != (n,):
+        what = f"a {m.dtype} array of shape {m.shape}" if m.dtype != np.bool_ else f"shape {m.shape}"
+        raise err(f"a region must be a condition that is true or false at each point (e.g. 'x < 0'), got {what}",
+                  fld)

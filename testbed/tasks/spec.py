@@ -38,6 +38,7 @@ accepted.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -183,6 +184,9 @@ def task_from_spec(spec: Mapping[str, Any], *, source: str = "<spec>", default_n
                       candidates=candidates, params=params, source=source)
 
 
+MAX_BOUND = 1e6  # |domain bound|: float32 inputs, and integer domains are enumerated
+
+
 def _domain(d: Any, err) -> Domain:
     if not isinstance(d, dict):
         raise err("expected a [domain] table with low and high", "domain")
@@ -197,6 +201,9 @@ def _domain(d: Any, err) -> Domain:
     high = _vec(d["high"], "domain.high", dim, err)
     if any(lo >= h for lo, h in zip(low, high, strict=True)):
         raise err("each 'low' must be below its 'high'", "domain", f"{list(low)} .. {list(high)}")
+    if max(abs(v) for v in low + high) > MAX_BOUND:
+        raise err(f"domain bounds must lie within +-{MAX_BOUND:g} (inputs are float32)", "domain",
+                  f"{list(low)} .. {list(high)}")
     encoding = d.get("encoding", "scalar")
     if kind == "box":
         if "encoding" in d or "scale" in d:
@@ -216,8 +223,8 @@ def _domain(d: Any, err) -> Domain:
 
 def _vec(v: Any, fld: str, dim: int, err) -> tuple[float, ...]:
     if not isinstance(v, list) or not v or not all(
-            isinstance(a, int | float) and not isinstance(a, bool) for a in v):
-        raise err("expected a non-empty list of numbers", fld, v)
+            isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in v):
+        raise err("expected a non-empty list of finite numbers", fld, v)
     if len(v) != dim:
         raise err(f"expected {dim} numbers (one per input dimension)", fld, v)
     return tuple(float(a) for a in v)
