@@ -35,3 +35,23 @@ def write_spec(tmp_path, text: str, name: str = "spec.toml"):
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free every compiled program after each test module. XLA:CPU maps memory for each
+    executable; a worker that kept all of this suite's programs reached the kernel's limit on
+    memory maps (vm.max_map_count, 65,530) and crashed inside a compile."""
+    yield
+    from testbed.training.engine import release_programs
+
+    release_programs()
+
+
+@pytest.fixture(autouse=True)
+def _release_when_crowded():
+    """Within a module too, once a third of the memory maps are taken (test_engine alone took 46,000)."""
+    yield
+    from testbed.training.engine import release_if_crowded
+
+    release_if_crowded(1 / 3)

@@ -153,3 +153,19 @@ def test_snapshots_keep_the_parameters_at_every_evaluation_and_change_nothing_el
     mid = [s[:, 1] for s in jax.tree.leaves(snap.snapshots)]  # evaluations at 0, 20, 40
     for a, b in zip(mid, jax.tree.leaves(first.params), strict=True):
         np.testing.assert_array_equal(a, b)  # the parameters after 20 updates, as a 20-step run ends
+
+
+def test_released_programs_free_their_memory_maps_and_compile_again():
+    maps = engine.memory_maps()
+    if maps is None:
+        pytest.skip("no /proc here")
+    model = testbed.make_model("mlp", width=8, depth=1)
+    kw = dict(steps=5, seeds=1, evals=2, quiet=True, eval_size=16, probe_points=8)
+    first = testbed.train("sine_line", "mse", model, **kw)
+    assert engine._PROGRAMS
+    engine.release_programs()
+    assert not engine._PROGRAMS
+    again = testbed.train("sine_line", "mse", model, **kw)
+    assert again.timing["compiled"]  # compiled afresh, the same numbers
+    np.testing.assert_array_equal(first.history["value"].to_numpy(), again.history["value"].to_numpy())
+    assert engine.release_if_crowded(fraction=1.0) is False  # far below the limit: kept

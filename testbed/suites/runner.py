@@ -255,10 +255,13 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
             bar.update(base[0] + done - bar.n)
 
     def fn(cell: Cell) -> dict[str, pd.DataFrame]:
+        from testbed.training.engine import release_if_crowded
+
         if bar is not None:
             bar.set_postfix_str(f"{cell.task}/{cell.method.label}")
         out = run_cell(cell, progress)
         base[0] += cell.total_steps
+        release_if_crowded()  # thousands of kept programs would exhaust the kernel's memory maps
         return out
 
     t_start = time.perf_counter()

@@ -119,6 +119,47 @@ _LOCK = threading.Lock()
 COMPILES = {"count": 0}  # programs built (cache misses), for tests and benchmarks
 
 
+def memory_maps() -> tuple[int, int] | None:
+    """(memory maps this process holds, the kernel's limit ``vm.max_map_count``), or None where
+    Linux's /proc is not there. XLA:CPU maps memory for every compiled program, so a process that
+    keeps thousands of programs reaches the limit and crashes inside the next compile."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            held = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return held, limit
+
+
+def release_programs() -> None:
+    """Drop every compiled program this process keeps: the engine's, JAX's own caches and the
+    functools caches of jitted functions in testbed's modules (the analyses keep theirs that way).
+    Later calls compile again (or load from the persistent cache)."""
+    import gc
+    import sys
+
+    _PROGRAMS.clear()
+    for name, mod in list(sys.modules.items()):
+        if (name == "testbed" or name.startswith("testbed.")) and mod is not None:
+            for value in list(vars(mod).values()):
+                if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
+                    value.cache_clear()
+    jax.clear_caches()
+    gc.collect()
+
+
+def release_if_crowded(fraction: float = 0.5) -> bool:
+    """`release_programs` when this process holds more than ``fraction`` of the memory maps the
+    kernel allows; returns whether it did. Long suites call it after each cell."""
+    maps = memory_maps()
+    if maps is None or maps[0] <= fraction * maps[1]:
+        return False
+    release_programs()
+    return True
+
+
 def eval_schedule(steps: int, evals: int, spacing: str = "linear") -> tuple[int, ...]:
     """Steps (after that many updates) at which to evaluate; always includes 0 and ``steps``."""
     if spacing not in ("linear", "log"):
