@@ -1,17 +1,21 @@
 """Shared fixtures. Strict rank promotion catches silent broadcasting (as in equinox)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Reports draw their figures here, in the test's process: pytest-xdist already uses the cores
 # (tests/figures/test_report_html.py checks drawing in several processes explicitly).
 os.environ.setdefault("TESTBED_FIGURE_WORKERS", "1")
-# No persistent compile cache in the tests: on clean clones, three runs of this suite lost a
-# pytest-xdist worker inside JAX's cache (a segfault serializing a freshly compiled program
-# in `put_executable_and_time`, twice an abort deserializing one in `get_executable_and_time`),
-# with per-worker folders too. CI starts from an empty cache, so it lost nothing by it; the
-# cache itself is tested in tests/test_compile_cache.py, in processes of its own.
-os.environ.setdefault("TESTBED_COMPILE_CACHE", "off")
+# Compiled programs of the tests go to a folder of their own (not the user's cache), one per
+# xdist worker (the controller imports this file first and its environment reaches the
+# workers, so a worker replaces the controller's default), kept between runs on this machine;
+# JAX's cache key holds the XLA flags below. Programs released to spare memory maps (see
+# `_release_compiled_programs`) load from it again instead of compiling.
+_SHARED = os.path.join(tempfile.gettempdir(), "testbed-tests-jax-cache")
+if os.environ.get("TESTBED_COMPILE_CACHE", _SHARED) == _SHARED:
+    _worker = os.environ.get("PYTEST_XDIST_WORKER")
+    os.environ["TESTBED_COMPILE_CACHE"] = f"{_SHARED}-{_worker}" if _worker else _SHARED
 # Tests check numbers, not speed: skip LLVM's expensive optimizations, which
 # cuts XLA:CPU compile time about 3x (compiles dominate this suite's time).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
