@@ -63,7 +63,7 @@ def test_directions_have_the_mean_differences_norm_and_the_probe_agrees_with_it(
     assert (cos > 0.9).all()  # a shift along (2, ..., 1): the probe finds the same direction
 
 
-def test_a_direction_that_switches_the_context_exists_and_the_random_control_does_not_switch(trained):
+def test_a_direction_that_switches_the_context_exists_and_the_random_control_does_not_switch():
     task, r = _train(steps=1500, seeds=(0, 1))
     table, _ = steer(task, "mse", r, layers=[0], directions=["mean_diff", "random"], alphas=[0.0, 1.0])
     at1 = table[table["alpha"] == 1.0].groupby("direction")[["mix", "residual"]].mean()
@@ -71,7 +71,7 @@ def test_a_direction_that_switches_the_context_exists_and_the_random_control_doe
     assert at1.loc["mean_diff", "residual"] < at1.loc["random", "residual"]
 
 
-def test_the_spill_table_measures_every_other_piece(trained):
+def test_the_spill_table_measures_every_other_piece():
     task, r = _train("checkerboard", steps=50)
     table, spill = steer(task, "mse", r, layers=[0], directions=["mean_diff"], alphas=[0.0, 1.0])
     assert set(spill["piece"]) == set(task.pieces) - {task.pieces[0]}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.core.errors import is_count
+from testbed.core.registry import freeze
 from testbed.suites.store import cell_key
 
 TRAIN_FIELDS = {"steps": int, "batch_size": int, "evals": int, "eval_spacing": str, "eval_size": int,
@@ -143,7 +144,6 @@ def _stages(v: Any, fld: str, err) -> tuple:
     """``[[train.stages]]``: a non-empty list of tables (steps; optional method, optimizer,
     split, name, lr), as a hashable tuple of sorted (field, value) pairs per stage; a method
     or optimizer is a name or a {name = ..., ...} table (frozen the same way)."""
-    from testbed.core.registry import freeze
     from testbed.methods import list_methods
     from testbed.training.optim import OPTIMIZERS
 
@@ -179,8 +179,6 @@ def thaw(v: Any) -> Any:
 
 def _hashable(v: Any) -> Any:
     """``v`` with lists as tuples and tables as frozen maps, recursively (a component's value)."""
-    from testbed.core.registry import freeze
-
     return freeze(v, False) if isinstance(v, dict | list | tuple) else v
 
 

@@ -39,20 +39,17 @@ from typing import Any
 
 from testbed.core.columns import SWEPT
 from testbed.core.errors import TestbedError
-from testbed.suites.cells import (  # noqa: F401  (re-exported: the suite's cells live in cells.py)
-    STAGE_FIELDS,
+from testbed.suites.cells import (
     TRAIN_FIELDS,
     Cell,
     Component,
     _components,
     _keys,
     _seeds,
-    _stages,
     _train_fields,
     grid_tasks,
     stage_dicts,
     task_overrides,
-    thaw,
 )
 
 GRID_FIELDS = {"tasks", "prompt_tasks", "methods", "models", "optimizers", *SWEPT}

@@ -201,7 +201,7 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
 
     def evaluate(params, which):  # (errors [K + 1] per shift, the predictions they come from, probe predictions)
         preds = {s: query_predictions(apply, params, eval_sets[s]) for s in which}
-        probe = query_predictions(apply, params, probe_set)[:, jnp.array(probe_ns)]
+        probe = query_predictions(apply, params, probe_set)[:, jnp.array(probe_ns)] if probe_prompts else None
         return {s: normalized_error(preds[s], eval_sets[s]).mean(0) for s in which}, preds, probe
 
     t0 = time.perf_counter()

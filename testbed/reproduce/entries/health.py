@@ -29,8 +29,6 @@ def health_table(tasks=None, *, steps: int = 2000, seeds: int = 2) -> pd.DataFra
     rows = []
     for name in tasks or kit.list_tasks():
         task = kit.make_task(name)
-        if not task.pieces:
-            continue
         opt = (kit.make_optimizer("adamw", lr=3e-3, weight_decay=0.1) if name == "modular_addition"
                else kit.make_optimizer("adam", lr=3e-3))
         model = kit.make_model("mlp", width=64, depth=2)
