@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUITE ?= benchmarks/default.toml
 
-.PHONY: bench test lint perf clean
+.PHONY: bench test test-cluster lint perf clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ bench: $(STAMP)
 # Two workers: the suite's time is mostly single-threaded XLA compiles (4m15s vs 7m serial here).
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
+
+# A real single-node Slurm (Debian's slurm-wlm and munge, installed if missing; needs root or
+# sudo): a suite through --executor slurm, one job scancelled mid-suite, re-run, compared with an
+# in-process run. Not part of `make test` (CI has no Slurm); run it before changing the executor.
+test-cluster: $(STAMP)
+	PY=$(PY) bash tests/cluster/slurm.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check testbed tests benchmarks

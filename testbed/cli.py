@@ -355,14 +355,38 @@ def bench_cmd(
     all_tables: Annotated[bool, typer.Option("--all", help="Print every comparison table, not only the findings.")
                           ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    executor: Annotated[str, typer.Option(
+        help="Where cells run: inprocess (this process), local (submitit jobs as local processes) or "
+             "slurm (submitit job arrays; needs testbed[slurm]).")] = "inprocess",
+    partition: Annotated[str | None, typer.Option(help="Slurm partition (--executor slurm).")] = None,
+    time_min: Annotated[int, typer.Option(help="Time limit of each job, minutes (local and slurm).")] = 60,
+    cpus_per_job: Annotated[int | None, typer.Option(help="CPUs per job (default: this machine's CPU devices).")
+                            ] = None,
+    gpus_per_job: Annotated[int, typer.Option(help="GPUs per job.")] = 0,
+    max_jobs: Annotated[int | None, typer.Option(
+        help="Jobs running at once (default: every group on Slurm, one locally).")] = None,
 ):
     """Run a suite (skipping finished cells), then print the comparison and write the report."""
+    from testbed.suites.cluster import make_executor
     from testbed.suites.runner import run_suite
     from testbed.suites.spec import load_suite
 
     s = load_suite(suite, build=False)  # the cells to run are built (and checked) by run_suite
-    run = run_suite(s, results, force=force, quiet=quiet)
+    options = {} if executor in ("inprocess", "in-process") else {
+        "partition": partition, "time_min": time_min, "cpus_per_job": cpus_per_job, "gpus_per_job": gpus_per_job,
+        "max_jobs": max_jobs}
+    try:
+        ex = make_executor(executor, **options)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    run = run_suite(s, results, force=force, quiet=quiet, executor=ex)
     typer.echo(f"{s.name}: ran {len(run.ran)} cells, skipped {len(run.skipped)} finished; results in {run.root}")
+    if run.failed:
+        for key, why in run.failed.items():
+            typer.echo(f"  cell {key} did not finish: {why}", err=True)
+        typer.echo(f"{len(run.failed)} cells did not finish; run the same command again to redo them "
+                   "(finished cells are kept)", err=True)
+        raise typer.Exit(1)
     if report:
         from testbed.report.build import build_report
         from testbed.report.compare import findings_part

@@ -380,7 +380,7 @@ def test_done_is_written_strictly_last(store, monkeypatch):
     assert set(order[:-1]) == {"config.json", "history.parquet", "a.parquet", "b.json"}
 
 
-def test_crash_before_done_leaves_an_unfinished_cell(store, monkeypatch):
+def test_crash_before_done_leaves_no_cell(store, monkeypatch):
     real = store_mod.atomic_write_bytes
 
     def die_on_table(path, data):
@@ -393,10 +393,42 @@ def test_crash_before_done_leaves_an_unfinished_cell(store, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         store.write_cell("k", CONFIG, history(), tables={"runs": history()})
     monkeypatch.undo()
-    assert store.cell_dir("k").is_dir() and not store.is_done("k")
+    assert not store.cell_dir("k").exists() and not store.is_done("k")  # written whole elsewhere, or not at all
     assert store.done_keys() == []
-    with pytest.raises(CellNotDoneError, match="unfinished"):
+    with pytest.raises(CellNotDoneError, match="does not exist"):
         store.load_cell("k")
+
+
+def test_staging_of_a_dead_writer_is_cleaned_and_a_live_ones_kept(store):
+    import subprocess
+    import sys
+
+    from testbed.suites.store import STAGING_DIR, _owner
+
+    store.write_cell("k", CONFIG, history())
+    host = _owner().rpartition("-")[0]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    staging = store.root / STAGING_DIR
+    left = [staging / f"k.{host}-{dead}.ab12", staging / "k.old.cd34", staging / f"k.{host}-{os.getpid()}.ef56",
+            staging / "k.elsewhere-7.aa00"]
+    for p in left:
+        p.mkdir()
+        (p / "history.parquet").write_bytes(b"half")
+    store.clean_unfinished()
+    assert [p.exists() for p in left] == [False, False, True, True]  # this live process and another host's stay
+    assert store.done_keys() == ["k"]
+
+
+def test_concurrent_writers_of_one_cell_leave_one_whole_cell(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    h = history(5)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: store.write_cell("k", CONFIG, h, tables={"runs": h}, force=True), range(16)))
+    assert store.is_done("k") and store.verify_cell("k") is None
+    pd.testing.assert_frame_equal(store.load_cell("k")[1], h)
+    assert not any((store.root / ".staging").iterdir())
 
 
 def test_unfinished_cell_is_not_done_and_is_cleared_by_write_cell(store):

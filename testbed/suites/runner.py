@@ -23,22 +23,82 @@ from testbed.suites.store import RESULTS_FILE, SuiteStore
 
 
 class Executor(Protocol):
-    """Runs cells and yields (cell, outputs) as each finishes, in any order.
+    """Runs groups of cells through a `CellJob` and yields ``(cell, timing, error)`` as each
+    cell finishes, in any order: ``timing`` is the job's record of where the cell's time went
+    (None for a cell that failed), ``error`` says why a cell did not finish (None when it did).
 
-    ``fn`` is a plain function of a Cell returning picklable tables, so an executor
-    that ships cells to other processes or machines can be plugged in.
+    The job writes each cell's folder itself (DONE last), so an executor that ships groups to
+    other processes or machines (`testbed.suites.cluster.SubmititExecutor`) only has to run
+    it there; a cell whose job was killed has no DONE and the next run redoes it.
+    ``on_steps(done, total)`` reports training progress within a cell, where the executor
+    can (in this process).
     """
 
-    def map(self, fn: Callable[[Cell], dict[str, pd.DataFrame]], cells: Sequence[Cell]) -> Iterator[
-            tuple[Cell, dict[str, pd.DataFrame]]]: ...
+    def map(self, job: CellJob, groups: Sequence[Sequence[Cell]],
+            on_steps: Callable[[int, int], None] | None = None) -> Iterator[tuple[Cell, dict | None, str | None]]: ...
 
 
 class InProcessExecutor:
-    """Runs cells one after another in this process (each uses every local device)."""
+    """Runs cells one after another in this process (each uses every local device); a cell
+    that raises stops the run (the cells finished before it are kept)."""
 
-    def map(self, fn, cells):
-        for cell in cells:
-            yield cell, fn(cell)
+    def map(self, job, groups, on_steps=None):
+        for group in groups:
+            for cell in group:
+                yield cell, job.run_one(cell, on_steps), None
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Train and analyse cells and write each into the suite folder ``root`` (`store_cell`):
+    what an executor runs, in this process or in another one (it pickles).
+
+    ``host_devices``: the CPU device count the numbers were planned with; a job in another
+    process refuses to run under another count (the seed axis is sharded over them)."""
+
+    root: str
+    host_devices: int | None = None
+
+    def __call__(self, cells: Sequence[Cell]) -> list[tuple[str, dict]]:
+        self.check_devices()
+        return [(cell.key, self.run_one(cell)) for cell in cells]
+
+    def run_one(self, cell: Cell, on_steps: Callable[[int, int], None] | None = None) -> dict:
+        from testbed.training.engine import release_if_crowded
+
+        timing = store_cell(SuiteStore(self.root), cell, on_steps)
+        release_if_crowded()  # thousands of kept programs would exhaust the kernel's memory maps
+        return timing
+
+    def check_devices(self) -> None:
+        if self.host_devices is None:
+            return
+        import jax
+
+        have = len(jax.devices("cpu"))
+        if have != self.host_devices:
+            raise RuntimeError(f"this worker has {have} CPU devices but the suite was started with "
+                               f"{self.host_devices}; the numbers depend on the count: set TESTBED_HOST_DEVICES="
+                               f"{self.host_devices} for the workers")
+
+
+def host_device_count() -> int:
+    """The number of CPU devices JAX runs the seed axis over in this process."""
+    import jax
+
+    return len(jax.devices("cpu"))
+
+
+def store_cell(store: SuiteStore, cell: Cell, on_steps: Callable[[int, int], None] | None = None) -> dict:
+    """Run one cell (`run_cell`) and write its folder, DONE last. Returns where its time went."""
+    tables = run_cell(cell, on_steps)
+    meta = tables.pop("_meta").iloc[0]
+    hist = tables.pop("history")
+    tw = time.perf_counter()
+    store.write_cell(cell.key, {**cell.config(), "labels": cell.labels, "facts": meta["facts"]}, hist,
+                     tables=tables, extra_json={"meta": {"timing": meta["timing"], "provenance": meta["provenance"]}},
+                     force=True)
+    return {**meta["timing"], "store_s": time.perf_counter() - tw}
 
 
 def program_key(cell: Cell) -> str:
@@ -165,6 +225,7 @@ class SuiteRun:
     root: Path
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # cell key -> why (a killed or failed job)
     timing: dict = field(default_factory=dict)  # seconds: per cell and per phase (`phase_totals`), total
 
 
@@ -250,33 +311,26 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     run = SuiteRun(store.root, skipped=skipped)
     base = [0]
 
-    def progress(done: int, steps: int) -> None:
+    def on_steps(done: int, steps: int) -> None:
         if bar is not None:
             bar.update(base[0] + done - bar.n)
 
-    def fn(cell: Cell) -> dict[str, pd.DataFrame]:
-        from testbed.training.engine import release_if_crowded
-
-        if bar is not None:
-            bar.set_postfix_str(f"{cell.task}/{cell.method.label}")
-        out = run_cell(cell, progress)
-        base[0] += cell.total_steps
-        release_if_crowded()  # thousands of kept programs would exhaust the kernel's memory maps
-        return out
-
+    remote = executor is not None and not isinstance(executor, InProcessExecutor)
+    job = CellJob(str(store.root), host_device_count() if remote else None)
+    groups = program_groups(todo) if remote else [[c] for c in todo]
     t_start = time.perf_counter()
     cells_timing: dict[str, dict] = {}
-    ahead = Prefetch(todo) if prefetch and executor is None and len(todo) > 1 else None
+    ahead = Prefetch(todo) if prefetch and not remote and len(todo) > 1 else None
     try:
-        for cell, tables in (executor or InProcessExecutor()).map(fn, todo):
-            meta = tables.pop("_meta").iloc[0]
-            hist = tables.pop("history")
-            tw = time.perf_counter()
-            store.write_cell(cell.key, {**cell.config(), "labels": cell.labels, "facts": meta["facts"]}, hist,
-                             tables=tables,
-                             extra_json={"meta": {"timing": meta["timing"], "provenance": meta["provenance"]}},
-                             force=True)
-            cells_timing[cell.key] = {**meta["timing"], "store_s": time.perf_counter() - tw}
+        for cell, timing, error in (executor or InProcessExecutor()).map(job, groups, on_steps):
+            base[0] += cell.total_steps
+            if bar is not None:
+                bar.update(base[0] - bar.n)
+                bar.set_postfix_str(f"{cell.task}/{cell.method.label}" + (" FAILED" if error else ""))
+            if error is not None:
+                run.failed[cell.key] = error
+                continue
+            cells_timing[cell.key] = timing or {}
             run.ran.append(cell.key)
     finally:
         if ahead is not None:
@@ -291,9 +345,31 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     run.timing = {"cells": cells_timing, "ran": len(run.ran), "skipped": len(run.skipped),
                   "aggregate_s": time.perf_counter() - ta, "total_s": time.perf_counter() - t_start,
                   **phase_totals(cells_timing)}
-    store.write_manifest({**manifest, "finished": _now(), "ran": run.ran, "skipped": run.skipped})
+    store.write_manifest({**manifest, "finished": None if run.failed else _now(), "ran": run.ran,
+                          "skipped": run.skipped, "failed": run.failed})
     write_timing(store.root, "run", run.timing)
+    if run.failed:
+        import warnings
+
+        warnings.warn(f"{store.root}: {len(run.failed)} of {len(todo)} cells did not finish ("
+                      f"{_first_failure(run.failed)}); run the suite again to redo them (finished cells are kept)",
+                      stacklevel=3)
     return run
+
+
+def program_groups(cells: Sequence[Cell]) -> list[list[Cell]]:
+    """Cells sharing a compiled program (`program_key`), each group in one job: the program
+    compiles once per job. Cells arrive sorted by program key."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(program_key(cell), []).append(cell)
+    return list(groups.values())
+
+
+def _first_failure(failed: dict[str, str]) -> str:
+    key, why = next(iter(failed.items()))
+    why = why.strip().splitlines()[-1] if why.strip() else "no reason given"
+    return f"{key}: {why[:300]}" + (f"; and {len(failed) - 1} more" if len(failed) > 1 else "")
 
 
 TIMING_FILE = "timing.json"  # where the last run and report of a results folder spent their time

@@ -11,12 +11,14 @@ Layout of one suite (``root = results/<suite>``)::
             <name>.parquet     # optional extra tables
             <name>.json        # optional extra JSON documents
             DONE               # written LAST: the cell is complete
+        .staging/              # cells being written, renamed into place when whole
 
 Why it is shaped this way: a suite is long, and runs get killed (Ctrl-C, OOM,
 pre-emption, power loss). Every file is written atomically (temp file in the
 same folder, fsync, rename, fsync the folder), and ``DONE`` is written only
-after everything else is on disk. So a cell folder either has ``DONE`` and is
-complete, or has no ``DONE`` and is thrown away and recomputed. Readers
+after everything else is on disk, all in a staging folder that is renamed into place
+whole. So a cell folder either has ``DONE`` and is complete, or (left by an older
+version, or changed by hand) has no ``DONE`` and is thrown away and recomputed. Readers
 (`SuiteStore.aggregate`, `SuiteStore.done_keys`) trust nothing without ``DONE``.
 
 The store assumes one writer per suite at a time (`SuiteStore.write_cell` clears an
@@ -66,6 +68,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.parquet"
 DONE_FILE = "DONE"
 MANIFEST_FILE = "manifest.json"
+STAGING_DIR = ".staging"  # cells being written (`SuiteStore.write_cell`), renamed into place when whole
 LOCK_FILE = ".lock"  # held by the one process writing the suite (`SuiteStore.lock`)
 RESULTS_FILE = "results.parquet"
 CELL_COLUMN = "cell"
@@ -108,6 +111,44 @@ def _sha256(path: Path) -> str:
             h.update(block)
     return h.hexdigest()
 
+
+
+def _owner() -> str:
+    """Who is writing, as part of a staging folder's name: host and process id."""
+    import socket
+
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', socket.gethostname())}-{os.getpid()}"
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the writer of staging folder ``name`` may still be running: a process of another
+    host is assumed alive (its files are hidden from readers anyway); one of this host is
+    checked. Folders moved aside for deletion (``.old.``) are never alive."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[1] == "old":
+        return False
+    host, _, pid = parts[1].rpartition("-")
+    if host != _owner().rpartition("-")[0]:
+        return True
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _rmtree_done_first(d: Path) -> None:
+    """Delete a cell folder, its DONE first: if we are killed halfway through, what is left is an
+    unfinished cell (recomputed later), never a "finished" one missing files."""
+    done = d / DONE_FILE
+    if done.exists():
+        done.unlink()
+        fsync_dir(d)
+    shutil.rmtree(d)
 
 
 def _read_json(path: Path) -> object:
@@ -267,30 +308,46 @@ class SuiteStore:
                 raise ValueError(f"cell {key}: a JSON document may not be named 'config' (the "
                                  "config is its own argument)")
 
-        if self.is_done(key):
-            if not force:
-                raise CellExistsError(f"cell {key} is already finished in {d}; pass force=True to "
-                                      "replace it")
-            self.remove_cell(key)
-        elif d.exists():
-            self.remove_cell(key)  # an interrupted attempt: nothing in it can be trusted
+        if self.is_done(key) and not force:
+            raise CellExistsError(f"cell {key} is already finished in {d}; pass force=True to "
+                                  "replace it")
 
+        # Written whole in a staging folder, DONE last, then renamed into place: a cell folder
+        # is never half-written, even when two processes write the same cell at once (a job
+        # left running by a killed driver, and the next run's job for the same cell).
         self._ensure_root()
-        d.mkdir()
-        fsync_dir(self.root)
-        atomic_write_json(d / CONFIG_FILE, config)
-        atomic_write_parquet(d / HISTORY_FILE, history)
-        for name, df in tables.items():
-            atomic_write_parquet(d / f"{name}.parquet", df)
-        for name, doc in extra_json.items():
-            atomic_write_json(d / f"{name}.json", doc)
-        # Strictly last: DONE promises every file above is complete and on disk, and records
-        # each file's checksum so a file changed afterwards is caught (`verify_cell`).
-        atomic_write_json(d / DONE_FILE, {
-            "key": key,
-            "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "sha256": {p.name: _sha256(p) for p in sorted(d.iterdir()) if p.name != DONE_FILE},
-        })
+        staging = self.root / STAGING_DIR
+        staging.mkdir(exist_ok=True)
+        tmp = staging / f"{key}.{_owner()}.{os.urandom(4).hex()}"
+        tmp.mkdir()
+        try:
+            atomic_write_json(tmp / CONFIG_FILE, config)
+            atomic_write_parquet(tmp / HISTORY_FILE, history)
+            for name, df in tables.items():
+                atomic_write_parquet(tmp / f"{name}.parquet", df)
+            for name, doc in extra_json.items():
+                atomic_write_json(tmp / f"{name}.json", doc)
+            # Strictly last: DONE promises every file above is complete and on disk, and records
+            # each file's checksum so a file changed afterwards is caught (`verify_cell`).
+            atomic_write_json(tmp / DONE_FILE, {
+                "key": key,
+                "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                "sha256": {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.name != DONE_FILE},
+            })
+            if d.exists():  # finished (force) or an interrupted attempt: moved aside in one step
+                old = staging / f"{key}.old.{os.urandom(4).hex()}"
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(d, old)
+                    _rmtree_done_first(old)
+            try:
+                os.rename(tmp, d)
+            except OSError:  # another writer put the same cell in place meanwhile: keep theirs
+                if not self.is_done(key):
+                    raise
+            fsync_dir(self.root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return d
 
     def verify_cell(self, key: str) -> str | None:
@@ -319,13 +376,7 @@ class SuiteStore:
         d = self.cell_dir(key)
         if not d.exists():
             return
-        # DONE goes first: if we are killed halfway through, what is left is an
-        # unfinished cell (recomputed later), never a "finished" one missing files.
-        done = d / DONE_FILE
-        if done.exists():
-            done.unlink()
-            fsync_dir(d)
-        shutil.rmtree(d)
+        _rmtree_done_first(d)
         fsync_dir(self.root)
 
     def clean_unfinished(self) -> list[str]:
@@ -341,6 +392,13 @@ class SuiteStore:
         removed = [k for k in self._cell_names() if not self.is_done(k)]
         for k in removed:
             self.remove_cell(k)
+        staging = self.root / STAGING_DIR
+        if staging.is_dir():  # what killed writers left (a live writer, here or on another host, is left alone)
+            for p in staging.iterdir():
+                if not _owner_alive(p.name):
+                    shutil.rmtree(p, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                staging.rmdir()  # only when empty
         if self.root.is_dir():
             for p in self.root.iterdir():
                 if p.is_file() and p.name.startswith(".") and p.name.endswith(_TMP_SUFFIX):
