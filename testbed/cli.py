@@ -371,7 +371,6 @@ def bench_cmd(
     from testbed.suites.runner import run_suite
     from testbed.suites.spec import load_suite
 
-    s = load_suite(suite, build=False)  # the cells to run are built (and checked) by run_suite
     options = {} if executor in ("inprocess", "in-process") else {
         "partition": partition, "time_min": time_min, "cpus_per_job": cpus_per_job, "gpus_per_job": gpus_per_job,
         "max_jobs": max_jobs}
@@ -379,6 +378,7 @@ def bench_cmd(
         ex = make_executor(executor, **options)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    s = load_suite(suite, build=False)  # the cells to run are built (and checked) by run_suite
     run = run_suite(s, results, force=force, quiet=quiet, executor=ex)
     typer.echo(f"{s.name}: ran {len(run.ran)} cells, skipped {len(run.skipped)} finished; results in {run.root}")
     if run.failed:
@@ -395,6 +395,29 @@ def bench_cmd(
         typer.echo(markdown if all_tables else findings_part(markdown))
         typer.echo(f"every table: {run.root / 'tables'} (CSV, LaTeX; `testbed compare --all` prints them)\n"
                    f"report: {path}")
+
+
+@app.command("export")
+def export_cmd(
+    tracker: Annotated[str, typer.Argument(help="tensorboard (event files, tensorboardX) or wandb (offline runs).")],
+    root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write (default: <root>/<tracker>).")] = None,
+):
+    """Write a finished suite's histories for TensorBoard or Weights & Biases (offline): one run per
+    trained model, a cell's seeds grouped. The parquet tables stay the record."""
+    from testbed.report.export import TRACKERS, export_suite
+
+    if tracker not in TRACKERS:
+        raise typer.BadParameter(f"unknown tracker {tracker!r}; accepted: {', '.join(TRACKERS)}",
+                                 param_hint="TRACKER")
+    _need_dir(root)
+    try:
+        path = export_suite(root, tracker, out)
+    except ImportError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    hint = f"tensorboard --logdir {path}" if tracker == "tensorboard" else f"wandb sync {path}/wandb/offline-run-*"
+    typer.echo(f"{tracker}: {path}  (view: {hint})")
 
 
 @app.command("compare")

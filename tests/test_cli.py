@@ -43,6 +43,10 @@ def test_tasks_lists_every_task(monkeypatch, capsys):
     (["train", "--task", "step", "--stage", "10", "--stage", "10:ce"], "stages[1].method: 'ce' changes the model"),
     (["train", "--task", "step", "--stage", "10::nope"], "stages[0].split"),
     (["compare", "no/such/folder"], "not a suite results folder"),
+    (["export", "mlflow", "no/such/folder"], "unknown tracker 'mlflow'; accepted: tensorboard, wandb"),
+    (["export", "tensorboard", "no/such/folder"], "not a suite results folder"),
+    (["bench", "no/such.toml", "--executor", "ray"], "unknown executor 'ray'; accepted: inprocess, local, slurm"),
+    (["bench", "no/such.toml", "--executor", "local", "--max-jobs", "0"], "max_jobs: 0"),
     (["--tasks-dir", "no/such/folder", "tasks"], "is not a folder"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(monkeypatch, capsys, args, message):
