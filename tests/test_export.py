@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from testbed.report.export import export_suite
 from testbed.suites.runner import run_suite
 from testbed.suites.spec import load_suite
