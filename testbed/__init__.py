@@ -87,7 +87,10 @@ _WHERE = {
     "build_task": "testbed.tasks.build",
     "load_suite": "testbed.suites.spec",
     "run_suite": "testbed.suites.runner",
+    "SubmititExecutor": "testbed.suites.cluster",
     "load_tables": "testbed.suites.tables",
+    "export_suite": "testbed.report.export",
+    "estimate_memory": "testbed.training.engine",
 }
 
 __all__ = sorted(_WHERE)

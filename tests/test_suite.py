@@ -291,3 +291,32 @@ def test_an_unwritable_results_folder_fails_before_anything_runs(tmp_path):
     blocked.write_text("not a folder")
     with pytest.raises(StoreError, match=r"cannot write the results folder .*a_file/tiny"):
         run_suite(suite, blocked, quiet=True)
+
+
+def test_a_full_disk_names_the_folder_keeps_finished_cells_and_the_next_run_continues(tmp_path, monkeypatch):
+    import errno
+
+    from testbed.core import files as files_mod
+    from testbed.core.files import StoreError
+
+    suite = load_suite(write(tmp_path, TINY_SUITE))
+    real, writes = files_mod.atomic_write_bytes, []
+
+    def full_after_one_cell(path, data):
+        if path.name == "history.parquet":
+            writes.append(path)
+            if len(writes) > 1:  # the second cell's history: the disk is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(files_mod, "atomic_write_bytes", full_after_one_cell)
+    with pytest.raises(StoreError, match=r"cannot write cell \w+ into .*tiny: No space left on device.*kept"):
+        run_suite(suite, tmp_path / "r", quiet=True)
+    monkeypatch.undo()
+    done = list((tmp_path / "r" / "tiny").glob("*/DONE"))
+    assert len(done) == 1 and not list((tmp_path / "r" / "tiny").glob(".staging/*"))
+    again = run_suite(suite, tmp_path / "r", quiet=True)
+    assert len(again.ran) == 1 and len(again.skipped) == 1
+    run_suite(suite, tmp_path / "whole", quiet=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet"),
+                                  pd.read_parquet(tmp_path / "whole" / "tiny" / "results.parquet"))

@@ -244,12 +244,26 @@ def run_suite(suite: Suite, results: str | Path = "results", *, force: bool = Fa
     `testbed.suites.store.SuiteLockedError`), an unwritable folder fails before anything
     runs, and a finished cell whose files changed since (checksums in its ``DONE``) is
     redone with a warning naming it.
+
+    ``executor``: where cells run (default: here, one after another). With
+    `testbed.suites.cluster.SubmititExecutor` (Slurm or local processes) each group of cells
+    sharing a program is one job; a cell whose job was lost is listed in
+    ``SuiteRun.failed`` (with a warning) and redone by the next run.
     """
 
     store = SuiteStore(Path(results) / suite.name)
     writable(store.root)
     with store.lock():  # one writer per suite folder: a second run stops here, naming the first
-        return _run_locked(suite, store, force=force, executor=executor, quiet=quiet, prefetch=prefetch)
+        try:
+            return _run_locked(suite, store, force=force, executor=executor, quiet=quiet, prefetch=prefetch)
+        except OSError as e:
+            where = str(getattr(e, "filename", "") or "")
+            if not where.startswith(str(store.root)):
+                raise
+            from testbed.core.files import StoreError
+
+            raise StoreError(f"cannot write {where}: {e.strerror or e}; finished cells are kept: free space (or "
+                             "give another --results folder) and run the suite again") from e
 
 
 def writable(root: Path) -> None:

@@ -284,6 +284,8 @@ class SuiteStore:
             ValueError, TypeError: a bad key or name, a ``cell`` column, or a
                 config / document that is not strict JSON. Checked before
                 anything is written.
+            StoreError: the folder cannot be written (disk full, permissions); nothing of
+                this cell is left in place and every other cell is untouched.
         """
         d = self.cell_dir(key)
         tables = dict(tables or {})
@@ -319,8 +321,8 @@ class SuiteStore:
         staging = self.root / STAGING_DIR
         staging.mkdir(exist_ok=True)
         tmp = staging / f"{key}.{_owner()}.{os.urandom(4).hex()}"
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             atomic_write_json(tmp / CONFIG_FILE, config)
             atomic_write_parquet(tmp / HISTORY_FILE, history)
             for name, df in tables.items():
@@ -345,6 +347,10 @@ class SuiteStore:
                 if not self.is_done(key):
                     raise
             fsync_dir(self.root)
+        except OSError as e:  # disk full, quota, permissions: name the folder; finished cells are untouched
+            raise StoreError(f"cannot write cell {key} into {self.root}: {e.strerror or e} "
+                             f"({getattr(e, 'filename', None) or tmp}); the cells finished before it are kept: "
+                             "free space (or give another --results folder) and run the suite again") from e
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

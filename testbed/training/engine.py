@@ -45,6 +45,7 @@ from testbed.models.registry import ModelConfig, make_model
 from testbed.tasks.metrics import metric_names, task_metrics
 from testbed.tasks.registry import make_task
 from testbed.tasks.task import Batch, Task, raw_grid
+from testbed.training import memory
 from testbed.training.optim import Optimizer, make_optimizer
 from testbed.training.result import RunResult, build_history
 
@@ -204,7 +205,7 @@ class _Plan(NamedTuple):
 
 def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weight_decay, init_scale, init_params,
           evals, eval_spacing, eval_size, probe_points, train_split="train", data_stream=0,
-          snapshots=False) -> _Plan:
+          snapshots=False, check_memory=True) -> _Plan:
     """Check a training call's arguments and lay out its runs, keys and evaluation data."""
     task = make_task(task) if isinstance(task, str) else task
     method = make_method(method)
@@ -256,8 +257,19 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
         p0 = jax.device_put(jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], n_pad, 0)]),
                                          init_params), by_run)
 
-    return _Plan(task, method, model, optimizer, st, seed_list, grid, runs, devices, keys, hp, data, p0, by_run,
+    plan = _Plan(task, method, model, optimizer, st, seed_list, grid, runs, devices, keys, hp, data, p0, by_run,
                  replicated, eval_steps)
+    if check_memory:  # refuse what would not fit, before compiling
+        memory.check(plan, len(_metric_names(task, method)), evals=evals, probe_points=probe_points)
+    return plan
+
+
+def estimate_memory(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
+                    optimizer: Optimizer | str | None = None, **train_kwargs) -> memory.MemoryEstimate:
+    """What `train` with these arguments would hold in memory, by part; nothing compiles:
+    ``estimate_memory("sine_line", seeds=4096).largest()``."""
+    plan = _plan(task, method, model, optimizer, **{**_train_defaults(), **train_kwargs}, check_memory=False)
+    return memory.estimate(plan, len(_metric_names(plan.task, plan.method)))
 
 
 def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,

@@ -1,0 +1,184 @@
+"""What a training call will hold in memory, estimated before anything compiles.
+
+A call that does not fit is refused with the number and the knob to turn, instead of being
+killed by the kernel halfway through a suite. The estimate adds, for every run of the call:
+the parameters and optimizer state (their exact shapes, from `jax.eval_shape`), the
+evaluation buffers (metrics, probe predictions, the method's profile, snapshots), the
+per-update traces, the activations of a training batch and of the evaluation and probe sets,
+and on the host the tidy tables built from them (bytes per row measured: 64 for the history,
+56 for the per-update loss). It is an estimate (XLA may fuse or keep more), meant to catch
+calls that are off by a factor, not to fill memory to the last byte.
+
+``TESTBED_MEMORY_LIMIT`` (GiB) sets the memory a call may use (default: what the machine has
+available now, the accelerator's own memory for its part); ``off`` turns the check off.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from testbed.core.errors import ConfigError
+
+LIMIT_ENV = "TESTBED_MEMORY_LIMIT"
+HISTORY_ROW_BYTES = 64  # one row of the tidy history (measured: pandas, categorical columns)
+UPDATE_ROW_BYTES = 56  # one row of the per-update loss table
+FLOAT = 4
+HEADROOM = 0.9  # of what is available: the interpreter, JAX and the caller need some too
+
+
+class MemoryLimitError(ConfigError, MemoryError):
+    """A training call would not fit in memory (says how much it needs and what to turn down)."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a training call needs, by part; ``device`` parts live on the accelerator (on a
+    CPU, the same memory as the host's)."""
+
+    runs: int
+    device: dict[str, int]
+    host: dict[str, int]
+
+    @property
+    def device_bytes(self) -> int:
+        return sum(self.device.values())
+
+    @property
+    def host_bytes(self) -> int:
+        return sum(self.host.values())
+
+    def largest(self, n: int = 3) -> list[tuple[str, int]]:
+        both: dict[str, int] = {}
+        for parts in (self.device, self.host):
+            for k, v in parts.items():
+                both[k] = both.get(k, 0) + v
+        return sorted(both.items(), key=lambda kv: -kv[1])[:n]
+
+
+KNOBS = {  # the part of the estimate -> what to turn down
+    "probe predictions": "probe_points (train.probe_points) or evals",
+    "history table": "evals, or the number of seeds per call",
+    "per-update loss table": "steps, or the number of seeds per call",
+    "per-update traces": "steps, or the number of seeds per call",
+    "snapshots": "evals (snapshots are kept at every evaluation; only analyses that need them ask for them)",
+    "activations": "eval_size or batch_size, or the number of seeds per call",
+    "evaluation data": "eval_size",
+    "parameters and optimizer state": "the model's size, or the number of seeds per call",
+    "metrics": "evals",
+}
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+
+def estimate(plan, n_metrics: int) -> MemoryEstimate:
+    """The estimate for a resolved training call (`testbed.training.engine._plan`) recording
+    ``n_metrics`` metrics; `testbed.estimate_memory` takes `testbed.train`'s arguments."""
+    import jax
+    from flax import nnx
+
+    st, task, method, data = plan.st, plan.task, plan.method, plan.data
+    runs = len(plan.keys)  # padded to a multiple of the devices
+    in_dim, out_dim = task.in_dim + method.extras.extra_inputs, method.head_dim(task)
+    params = nnx.state(nnx.eval_shape(lambda: st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0))))
+    opt = jax.eval_shape(lambda p: st.optimizer.build(1e-3, 0.0, st.steps, extra=method.tx).init(p), params)
+
+    def nbytes(tree) -> int:
+        return sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
+                   if hasattr(leaf, "shape"))
+
+    state = nbytes(params) + nbytes(opt)
+    n_eval = len(st.eval_steps)
+    n_groups = int(data.group.shape[1])
+    n_eval_x, n_probe = int(data.batch.x.shape[0]), int(data.probe.x.shape[0])
+    pred_dim = max(1, math.prod(jax.eval_shape(
+        lambda: method.predict(task, jax.numpy.zeros((1, out_dim)))).shape[1:]))
+    widths = [leaf.shape[-1] for leaf in jax.tree.leaves(params) if getattr(leaf, "ndim", 0) >= 2] or [out_dim]
+    prof = method.extras.profile
+    n_prof = len(prof.values(st.steps)) * len(prof.names) if prof is not None else 0
+    n_traces = 2  # the loss and (most methods) one more value per update; the names are known only once traced
+
+    metrics = runs * n_eval * n_groups * (n_metrics + n_prof) * FLOAT
+    preds = runs * n_eval * n_probe * pred_dim * FLOAT
+    snaps = runs * n_eval * nbytes(params) if st.snapshots else 0
+    traces = runs * st.steps * n_traces * FLOAT
+    device = {
+        "parameters and optimizer state": runs * state,
+        "metrics": metrics,
+        "probe predictions": preds,
+        "snapshots": snaps,
+        "per-update traces": runs * st.chunk * n_traces * FLOAT,
+        # training keeps every layer's activations for the backward pass (and their gradients);
+        # evaluation, of the eval sets and probes at once, about twice the widest layer's
+        # (compared with XLA's own memory analysis of the compiled programs in the tests)
+        "activations": runs * max(3 * st.batch_size * sum(widths), 2 * (n_eval_x + n_probe) * max(widths)) * FLOAT,
+        "evaluation data": len(plan.devices) * (nbytes(data.batch) + nbytes(data.group) + nbytes(data.probe)),
+    }
+    host = {
+        "parameters and optimizer state": runs * nbytes(params),
+        "metrics": metrics,
+        "probe predictions": preds,
+        "snapshots": snaps,
+        "per-update traces": traces,
+        "history table": runs * n_eval * n_groups * n_metrics * HISTORY_ROW_BYTES,
+        "per-update loss table": runs * st.steps * UPDATE_ROW_BYTES,
+    }
+    return MemoryEstimate(runs, device, host)
+
+
+def available() -> tuple[int | None, int | None]:
+    """(accelerator bytes or None on a CPU, host bytes or None when unknown) this call may use."""
+    want = os.environ.get(LIMIT_ENV, "").strip().lower()
+    if want in ("off", "none", "no", "0"):
+        return None, None
+    if want:
+        try:
+            limit = int(float(want) * 2**30)
+        except ValueError:
+            raise ConfigError(f"{LIMIT_ENV}: {want!r} is not a number of GiB (or 'off')") from None
+        return limit, limit
+    import jax
+
+    device = None
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        try:
+            device = int((dev.memory_stats() or {}).get("bytes_limit") or 0) or None
+        except Exception:  # noqa: BLE001  (a backend without memory stats)
+            device = None
+    host = None
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        host = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            host = None
+    return device, host
+
+
+def check(plan, n_metrics: int, *, evals: int, probe_points: int) -> MemoryEstimate:
+    """Refuse a call that would not fit (`MemoryLimitError`), naming the parts and their knobs."""
+    est = estimate(plan, n_metrics)
+    device_limit, host_limit = available()
+    on_cpu = plan.devices[0].platform == "cpu"
+    need = est.device_bytes + est.host_bytes if on_cpu else est.host_bytes
+    problems = []
+    if host_limit is not None and need > HEADROOM * host_limit:
+        problems.append(f"about {gib(need)} of memory, but {gib(host_limit)} is available")
+    if not on_cpu and device_limit is not None and est.device_bytes > HEADROOM * device_limit:
+        problems.append(f"about {gib(est.device_bytes)} of accelerator memory, but it has {gib(device_limit)}")
+    if problems:
+        parts = "; ".join(f"{name} {gib(b)}" for name, b in est.largest())
+        top = est.largest(1)[0][0]
+        raise MemoryLimitError(
+            f"train: {plan.task.name}/{plan.method.name} with {len(plan.runs)} runs needs {' and '.join(problems)} "
+            f"(largest: {parts}); turn down {KNOBS.get(top, 'the number of seeds per call')} "
+            f"(now: seeds x grid {len(plan.runs)}, evals {evals}, probe_points {probe_points}), or set "
+            f"{LIMIT_ENV}=<GiB> if the estimate is wrong for this machine")
+    return est

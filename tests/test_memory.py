@@ -1,0 +1,57 @@
+"""The memory estimate of a training call (`testbed.training.memory`): close to what XLA
+itself plans for the compiled program, for every registered model; a call that would not fit
+is refused before anything compiles, naming the number and the knob."""
+
+import pytest
+
+from testbed.models import list_models
+from testbed.training import engine
+from testbed.training.memory import LIMIT_ENV, MemoryLimitError, estimate
+
+
+def plan(model="mlp", task="sine_line", **kw):
+    return engine._plan(task, "mse", model, None, **{**engine._train_defaults(), **kw})
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_estimate_is_near_what_xla_plans(model, monkeypatch):
+    monkeypatch.setenv(LIMIT_ENV, "off")
+    p = plan(model, seeds=32, evals=10, eval_size=1024, probe_points=256)
+    est = estimate(p, len(engine._metric_names(p.task, p.method)))
+    prog, _ = engine._program(p.st, len(p.keys), p.keys, p.hp, p.p0, p.data, p.by_run, p.replicated)
+    ma = prog.chunk.memory_analysis()
+    if ma is None:
+        pytest.skip("this backend gives no memory analysis")
+    xla = len(p.devices) * (ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
+                            - ma.alias_size_in_bytes)
+    assert 0.7 <= est.device_bytes / xla <= 2.5, (est.device, xla)
+
+
+def test_a_call_that_would_not_fit_is_refused_before_compiling(monkeypatch):
+    monkeypatch.setenv(LIMIT_ENV, "0.05")  # 51 MiB
+    before = engine.COMPILES["count"]
+    with pytest.raises(MemoryLimitError, match=r"needs about [\d.]+ [GM]iB of memory, but 51.2 MiB is available.*"
+                                               r"largest: probe predictions .*turn down probe_points"):
+        plan(seeds=512, evals=200, probe_points=2048, eval_size=64)
+    with pytest.raises(MemoryLimitError, match=r"largest: activations .*turn down eval_size"):
+        plan(seeds=256, evals=2, probe_points=8, eval_size=16384)
+    assert engine.COMPILES["count"] == before
+    plan(seeds=4, evals=5, probe_points=16, eval_size=64)  # a small call passes
+
+
+def test_the_limit_setting_is_checked(monkeypatch):
+    monkeypatch.setenv(LIMIT_ENV, "lots")
+    with pytest.raises(Exception, match=f"{LIMIT_ENV}: 'lots' is not a number of GiB"):
+        plan(seeds=2, evals=2, probe_points=8, eval_size=16)
+    monkeypatch.setenv(LIMIT_ENV, "off")
+    plan(seeds=512, evals=200, probe_points=2048, eval_size=64)  # no check
+
+
+def test_estimate_memory_is_public_and_needs_no_compile():
+    import testbed
+
+    before = engine.COMPILES["count"]
+    est = testbed.estimate_memory("sine_line", seeds=64, probe_points=512)
+    assert est.runs == 64 and est.device_bytes > 0 and est.host_bytes > 0
+    assert dict(est.largest(7)).keys() >= {"activations", "probe predictions"}
+    assert engine.COMPILES["count"] == before
