@@ -1,0 +1,79 @@
+"""Which gradient-routing recipe localizes every multi-piece task? (issue 19)
+
+For each built-in task with more than one piece: a plain model (mse) and routing recipes
+that differ in the routed layer and the L1 weight, all on the default model (MLP 64x2).
+Prints, per task and recipe, the routed model's final train loss (against the plain one's:
+a recipe must not stop the task being learned) and the median own share of the ablation
+damage (`testbed.analyses.routing.measure.localization`, 1 = ablating a piece's block hurts
+only that piece, 0.5 = no localization), measured at the routed layer.
+
+    python benchmarks/studies/routing_recipe.py [steps=2000] [seeds=4]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+import testbed
+from testbed.analyses.routing import measure as ra
+from testbed.models.modules import MLP
+from testbed.tasks import make_task
+
+RECIPES = {  # name -> (routing hparams, layer measured)
+    "first_l1": ({"layers": (0,), "l1": 0.01}, 0),
+    "last_l1": ({"layers": (1,), "l1": 0.01}, 1),
+    "last_l1x3": ({"layers": (1,), "l1": 0.03}, 1),
+    "last_l1_003": ({"layers": (1,), "l1": 0.003}, 1),
+    "last_l1_001": ({"layers": (1,), "l1": 0.001}, 1),
+    "last_l1_003_sh8": ({"layers": (1,), "l1": 0.003, "shared": 8}, 1),
+    "last_l1_sh8": ({"layers": (1,), "l1": 0.01, "shared": 8}, 1),
+    "mid_l1": ({"layers": (1,), "l1": 0.01}, 1),  # with DEPTH=3: the middle layer, an unrouted one after it
+    "mid_l1x3": ({"layers": (1,), "l1": 0.03}, 1),
+}
+DEFAULT = ("first_l1", "last_l1", "last_l1x3")
+
+
+def train_mse(result) -> float:
+    h = result.history
+    last = h[(h["split"] == "train") & (h["metric"] == "loss") & (h["piece"] == "all")]
+    last = last[last["step"] == last["step"].max()]
+    return float(last["value"].median())
+
+
+def main(steps: int = 2000, seeds: int = 4) -> None:
+    import os
+
+    tasks = [n for n in testbed.list_tasks() if len(make_task(n).pieces) > 1]
+    tasks = os.environ.get("TASKS", "").split(",") if os.environ.get("TASKS") else tasks
+    recipes = {k: RECIPES[k] for k in (os.environ["RECIPES"].split(",") if os.environ.get("RECIPES") else DEFAULT)}
+    kw = dict(model=MLP(width=int(os.environ.get("WIDTH", 64)), depth=int(os.environ.get("DEPTH", 2))), steps=steps, batch_size=128, seeds=seeds, lr=3e-3, evals=3,
+              eval_size=512, probe_points=32, quiet=True)
+    rows = []
+    for name in tasks:
+        task = make_task(name)
+        t0 = time.time()
+        plain = testbed.train(task, "mse", **kw)
+        row = {"task": name, "plain_loss": train_mse(plain)}
+        for label, (hp, layer) in recipes.items():
+            method = testbed.make_method("routing", **hp)
+            r = testbed.train(task, method, **kw)
+            loc = ra.localization(ra.ablate_blocks(task, method, r, layer=layer, eval_size=512))
+            base = ra.localization(ra.ablate_blocks(task, "mse", plain, blocks=method, layer=layer, eval_size=512))
+            row[f"{label}_loss"] = train_mse(r)
+            row[f"{label}_share"] = float(np.nanmedian(loc["score"]))
+            row[f"{label}_min_piece"] = float(loc.groupby("piece")["score"].median().min())
+            row[f"{label}_plain_share"] = float(np.nanmedian(base["score"]))
+        rows.append(row)
+        print(f"{name}: {time.time() - t0:.0f} s " + " ".join(f"{k}={v:.3g}" for k, v in row.items()
+                                                              if k != "task"), flush=True)
+    df = pd.DataFrame(rows).set_index("task")
+    pd.set_option("display.width", 250)
+    print(df.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:3]))
