@@ -91,3 +91,5 @@ def test_wandb_offline_runs_one_per_trained_model(finished, tmp_path):
         (log,) = run.glob("*.wandb")
         data = log.read_bytes()
         assert b"train/mse" in data and b"two_slopes/" in data  # the scalars and the cell's group
+    again = export_suite(finished, "wandb", tmp_path / "wb")  # writing again replaces, never doubles
+    assert len(list((again / "wandb").glob("offline-run-*"))) == len(runs)

@@ -320,3 +320,15 @@ def test_a_full_disk_names_the_folder_keeps_finished_cells_and_the_next_run_cont
     run_suite(suite, tmp_path / "whole", quiet=True)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "r" / "tiny" / "results.parquet"),
                                   pd.read_parquet(tmp_path / "whole" / "tiny" / "results.parquet"))
+
+
+def test_a_suite_that_would_not_fit_in_memory_is_refused_before_any_cell_runs(tmp_path, monkeypatch):
+    from testbed.training.memory import LIMIT_ENV, MemoryLimitError
+
+    big = TINY_SUITE.replace("probe_points = 16", "probe_points = 4096").replace("evals = 3", "evals = 400")
+    suite = load_suite(write(tmp_path, big.replace("seeds = 2", "seeds = 64").replace("steps = 30", "steps = 400")))
+    monkeypatch.setenv(LIMIT_ENV, "0.02")
+    with pytest.raises(MemoryLimitError, match=r"suite.toml: cell sine_line/mse/mlp: train: .* needs about .*"
+                                               r"turn down probe_points"):
+        run_suite(suite, tmp_path / "r", quiet=True)
+    assert not list((tmp_path / "r" / "tiny").glob("*/DONE"))

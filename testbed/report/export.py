@@ -106,11 +106,16 @@ def _wandb(runs: list[dict], out: Path, suite: str) -> None:
         import wandb
     except ImportError:
         raise ImportError("testbed export wandb needs wandb: pip install 'testbed[wandb]'") from None
+    import shutil
+
     os.environ.setdefault("WANDB_SILENT", "true")
     for r in runs:
+        run_id = _safe(f"{r['cell']}-{r['run']}")
+        for old in (out / "wandb").glob(f"offline-run-*-{run_id}"):  # writing again replaces the run
+            shutil.rmtree(old, ignore_errors=True)
         run = wandb.init(mode="offline", dir=str(out), project=suite, group=r["group"],
                          name=f"{r['group']} {r['name']}", config=r["config"], job_type="train",
-                         id=_safe(f"{r['cell']}-{r['run']}"), reinit="create_new")
+                         id=run_id, reinit="create_new")
         try:
             for step, rows in r["scalars"].groupby("step", sort=True):
                 run.log(dict(zip(rows["tag"], rows["value"].astype(float), strict=True)), step=int(step))

@@ -281,6 +281,27 @@ def writable(root: Path) -> None:
                          "folder (finished cells stay as they are)") from None
 
 
+def check_memory(cells: Sequence[Cell], path: str) -> None:
+    """Estimate the memory of each distinct program among ``cells`` (`testbed.training.engine.check_memory`)
+    and refuse the suite before anything runs when one would not fit, naming the file and the cell."""
+    from testbed.training.engine import check_memory as check
+    from testbed.training.memory import LIMIT_ENV, MemoryLimitError
+
+    if os.environ.get(LIMIT_ENV, "").strip().lower() in ("off", "none", "no", "0"):
+        return
+    seen = set()
+    for cell in cells:
+        key = program_key(cell)
+        if cell.kind != "rows" or key in seen or dict(cell.train).get("stages"):
+            continue  # one estimate per program; prompt cells and staged cells train otherwise
+        seen.add(key)
+        args, kwargs = cell_call(cell)
+        try:
+            check(*args, **kwargs)
+        except MemoryLimitError as e:
+            raise MemoryLimitError(f"{path}: cell {cell.task}/{cell.method.label}/{cell.model.label}: {e}") from None
+
+
 def redo_tampered(store: SuiteStore, keys) -> list[str]:
     """Remove every finished cell among ``keys`` whose files changed after it finished (a
     warning names each), so the run redoes it. Returns their keys."""
@@ -310,6 +331,7 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     skipped = [c.key for c in suite.cells if c not in todo]
     todo.sort(key=program_key)
     check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
+    check_memory(todo, suite.path or suite.name)  # and cells that would not fit in memory
     manifest = {"suite": suite.name, "description": suite.description, "suite_file": suite.path,
                 "suite_source": suite.source, "started": started, "finished": None,
                 "first_started": prev.get("first_started", prev.get("started", started)),

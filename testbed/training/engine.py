@@ -264,6 +264,17 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
     return plan
 
 
+def check_memory(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
+                 optimizer: Optimizer | str | None = None, **train_kwargs) -> memory.MemoryEstimate:
+    """Raise `testbed.training.memory.MemoryLimitError` if `train` with these arguments would not
+    fit in memory (nothing compiles); else return the estimate. Suites check every cell this
+    way before the first one runs."""
+    kwargs = {**_train_defaults(), **train_kwargs}
+    plan = _plan(task, method, model, optimizer, **kwargs, check_memory=False)
+    return memory.check(plan, len(_metric_names(plan.task, plan.method)), evals=kwargs["evals"],
+                        probe_points=kwargs["probe_points"])
+
+
 def estimate_memory(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
                     optimizer: Optimizer | str | None = None, **train_kwargs) -> memory.MemoryEstimate:
     """What `train` with these arguments would hold in memory, by part; nothing compiles:

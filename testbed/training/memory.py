@@ -78,32 +78,25 @@ def estimate(plan, n_metrics: int) -> MemoryEstimate:
     """The estimate for a resolved training call (`testbed.training.engine._plan`) recording
     ``n_metrics`` metrics; `testbed.estimate_memory` takes `testbed.train`'s arguments."""
     import jax
-    from flax import nnx
 
     st, task, method, data = plan.st, plan.task, plan.method, plan.data
     runs = len(plan.keys)  # padded to a multiple of the devices
     in_dim, out_dim = task.in_dim + method.extras.extra_inputs, method.head_dim(task)
-    params = nnx.state(nnx.eval_shape(lambda: st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0))))
-    opt = jax.eval_shape(lambda p: st.optimizer.build(1e-3, 0.0, st.steps, extra=method.tx).init(p), params)
-
-    def nbytes(tree) -> int:
-        return sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
-                   if hasattr(leaf, "shape"))
-
-    state = nbytes(params) + nbytes(opt)
+    param_bytes, state, widths = _model_state(st.model, in_dim, out_dim, st.optimizer, st.steps,
+                                              (method.name, method.hparams), method.tx)
     n_eval = len(st.eval_steps)
     n_groups = int(data.group.shape[1])
     n_eval_x, n_probe = int(data.batch.x.shape[0]), int(data.probe.x.shape[0])
     pred_dim = max(1, math.prod(jax.eval_shape(
         lambda: method.predict(task, jax.numpy.zeros((1, out_dim)))).shape[1:]))
-    widths = [leaf.shape[-1] for leaf in jax.tree.leaves(params) if getattr(leaf, "ndim", 0) >= 2] or [out_dim]
+    widths = list(widths) or [out_dim]
     prof = method.extras.profile
     n_prof = len(prof.values(st.steps)) * len(prof.names) if prof is not None else 0
     n_traces = 2  # the loss and (most methods) one more value per update; the names are known only once traced
 
     metrics = runs * n_eval * n_groups * (n_metrics + n_prof) * FLOAT
     preds = runs * n_eval * n_probe * pred_dim * FLOAT
-    snaps = runs * n_eval * nbytes(params) if st.snapshots else 0
+    snaps = runs * n_eval * param_bytes if st.snapshots else 0
     traces = runs * st.steps * n_traces * FLOAT
     device = {
         "parameters and optimizer state": runs * state,
@@ -118,7 +111,7 @@ def estimate(plan, n_metrics: int) -> MemoryEstimate:
         "evaluation data": len(plan.devices) * (nbytes(data.batch) + nbytes(data.group) + nbytes(data.probe)),
     }
     host = {
-        "parameters and optimizer state": runs * nbytes(params),
+        "parameters and optimizer state": runs * param_bytes,
         "metrics": metrics,
         "probe predictions": preds,
         "snapshots": snaps,
@@ -127,6 +120,38 @@ def estimate(plan, n_metrics: int) -> MemoryEstimate:
         "per-update loss table": runs * st.steps * UPDATE_ROW_BYTES,
     }
     return MemoryEstimate(runs, device, host)
+
+
+def nbytes(tree) -> int:
+    import jax
+
+    return sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
+
+
+_STATE: dict = {}  # (model, dims, optimizer structure, steps, method) -> (parameter bytes, state bytes, widths)
+
+
+def _model_state(model, in_dim: int, out_dim: int, optimizer, steps: int, method_key, tx) -> tuple:
+    """Bytes of one run's parameters, and of parameters plus optimizer state, and the widths of
+    its layers (from `jax.eval_shape`: nothing is allocated); cached, as a suite's cells share
+    a few models."""
+    key = (model, in_dim, out_dim, optimizer, steps, method_key)
+    try:
+        hit = _STATE.get(key)
+    except TypeError:  # something unhashable in the key: no cache
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    import jax
+    from flax import nnx
+
+    params = nnx.state(nnx.eval_shape(lambda: model.build(in_dim, out_dim, rngs=nnx.Rngs(0))))
+    opt = jax.eval_shape(lambda p: optimizer.build(1e-3, 0.0, steps, extra=tx).init(p), params)
+    widths = tuple(leaf.shape[-1] for leaf in jax.tree.leaves(params) if getattr(leaf, "ndim", 0) >= 2)
+    out = (nbytes(params), nbytes(params) + nbytes(opt), widths)
+    if key is not None:
+        _STATE[key] = out
+    return out
 
 
 def available() -> tuple[int | None, int | None]:
