@@ -43,7 +43,7 @@ def grads(method, task, apply, params, batch):
 
 def test_mask_keeps_the_forward_pass_and_zeroes_gradients_into_other_blocks():
     task = testbed.make_task(TASK)
-    routed, plain = testbed.make_method("routing"), testbed.make_method("mse")
+    routed, plain = testbed.make_method("routing", foreign_l1=0.0), testbed.make_method("mse")  # masks alone
     apply, params = built(testbed.MLP(width=8, depth=1), task, routed)
     batch = only_piece(task, 0)  # shallow: block 0 = units 0..3, block 1 = units 4..7
     ctx = Ctx(jnp.int32(0), 10)
@@ -55,6 +55,14 @@ def test_mask_keeps_the_forward_pass_and_zeroes_gradients_into_other_blocks():
     assert (k0[:, 4:] != 0).any(), "the plain gradient reaches block 1, so the mask did the zeroing"
     np.testing.assert_allclose(k[:, :4], k0[:, :4], rtol=1e-6)  # own block: the plain gradient
     np.testing.assert_allclose(g["head"]["kernel"][...], g0["head"]["kernel"][...], rtol=1e-6)  # head unrouted
+    # The default recipe adds the foreign penalty: block 1 is pushed to silence on shallow's inputs
+    # (only where its units are active), block 0 keeps exactly the plain gradient.
+    d = np.asarray(grads(testbed.make_method("routing"), task, apply, params, batch)["layers"][0]["kernel"][...])
+    np.testing.assert_allclose(d[:, :4], k0[:, :4], rtol=1e-6)
+    assert (d[:, 4:] != 0).any()
+    _, (hidden,) = jax.jit(lambda p, x: apply(p, x, return_hidden=True))(params, batch.x)
+    silent = ~(np.asarray(hidden)[:, 4:] > 0).any(0)  # units of block 1 that no shallow input activates
+    assert (d[:, 4:][:, silent] == 0).all()
 
 
 def test_unrouted_pieces_update_every_unit_and_shared_units_take_everyone():
@@ -233,3 +241,22 @@ def test_analyses_measure_the_unequal_blocks_the_method_trained_with():
     ident = ra.piece_identification(task, r, eval_size=256)
     explicit = ra.piece_identification(task, r, blocks=block_spec(task, sizes=[3, 1]), eval_size=256)
     np.testing.assert_array_equal(ident["accuracy"], explicit["accuracy"])
+
+
+def test_the_default_recipe_localizes_where_masks_and_l1_alone_do_not():
+    """vector_rotate_reflect: a block's first-layer units fire on the other piece's inputs
+    too; holding them silent there (the default ``foreign_l1``) localizes the ablation damage
+    (measured: median own share 0.99 against 0.79 for the old l1 recipe)."""
+    task = testbed.make_task("vector_rotate_reflect")
+    kw = dict(model=testbed.MLP(width=64, depth=2), steps=1000, batch_size=128, seeds=2, lr=3e-3, evals=2,
+              eval_size=256, probe_points=16, quiet=True)
+    shares = {}
+    for label, m in [("default", testbed.make_method("routing")),
+                     ("l1_only", testbed.make_method("routing", foreign_l1=0.0, l1=0.01))]:
+        r = testbed.train(task, m, **kw)
+        shares[label] = ra.localization(ra.ablate_blocks(task, m, r, eval_size=512))["score"]
+        f = r.final()
+        mse = f[(f["split"] == "train") & (f["piece"] == "all") & (f["metric"] == "mse")]["value"]
+        assert (mse < 0.05).all(), mse  # the task is still learned
+    assert shares["default"].median() >= 0.9 and shares["default"].min() >= 0.8, shares
+    assert shares["l1_only"].median() < shares["default"].median() - 0.1, shares

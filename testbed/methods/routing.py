@@ -31,11 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from testbed.core.errors import ConfigError
+from testbed.core.keyed import keyed_default
 from testbed.methods.base import Ctx, Method, make_method, register_method
 from testbed.tasks.task import Batch, Task
 
 _WHERE = "method routing"
-_OWN = ("base", "layers", "blocks", "shared", "routed", "l1", "sizes")  # routing's hparams; the rest are the base's
+_OWN = ("base", "layers", "blocks", "shared", "routed", "l1", "sizes", "foreign_l1")  # routing's hparams; the rest are the base's
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ def _spec_of(task: Task, hp: Mapping[str, Any]) -> BlockSpec:
 @register_method("routing")
 def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any = None, shared: int = 0,
             routed: str | Sequence[str] = "all", l1: float = 0.0, sizes: Sequence[float] | None = None,
-            **base_hparams) -> Method:
+            foreign_l1: float = keyed_default("routing", "foreign_l1"), **base_hparams) -> Method:
     """Gradient routing around a base method.
 
     Args:
@@ -253,6 +254,15 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
             routing with an L1 penalty in their MNIST autoencoder; without one, units
             shaped by one piece stay active on others and the head reads them
             everywhere, so ablations are not localized (see `testbed.analyses.routing.measure`).
+        foreign_l1: (default 1.0: the recipe that localizes every built-in multi-piece task,
+            `benchmarks/studies/routing_recipe.py`) weight of an L1 penalty on each example's
+            activations in the *other* pieces' blocks only (mean over examples and units of ``|h| * (1 - mask)``), not
+            routed: a block is pushed to silence on the inputs of pieces routed elsewhere,
+            and left free on its own. Where a routed layer has trained layers below it,
+            routing alone leaves out of each example's update how the shared layers move the
+            other blocks' units, which can make training unstable (measured: the loss of
+            ``residue_mod3`` rising from 0.56 to 30 with the last hidden layer routed); units
+            held silent on foreign inputs take that term away.
         **base_hparams: hyperparameters of the base method.
     """
     if base == "routing" or isinstance(base, Method):
@@ -274,6 +284,8 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
         raise ConfigError(f"{_WHERE}: routed={routed!r}; accepted: 'all' or a list of piece names")
     if not isinstance(l1, int | float) or isinstance(l1, bool) or not 0 <= l1 < float("inf"):
         raise ConfigError(f"{_WHERE}: l1={l1!r}; accepted: a finite number >= 0")
+    if not isinstance(foreign_l1, int | float) or isinstance(foreign_l1, bool) or not 0 <= foreign_l1 < float("inf"):
+        raise ConfigError(f"{_WHERE}: foreign_l1={foreign_l1!r}; accepted: a finite number >= 0")
     if sizes is not None and (not isinstance(sizes, list | tuple) or not sizes or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in sizes)):
         raise ConfigError(f"{_WHERE}: sizes={sizes!r}; accepted: None or positive numbers, one per block")
@@ -282,7 +294,7 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
     routed_rec = routed if routed == "all" else tuple(routed)
     hparams = (("base", base), ("layers", layer_set), ("blocks", frozen_blocks), ("shared", shared),
                ("routed", routed_rec), ("l1", l1), ("sizes", None if sizes is None else tuple(sizes)),
-               *inner.hparams)
+               ("foreign_l1", foreign_l1), *inner.hparams)
     specs: dict[Task, BlockSpec] = {}
 
     def spec_for(task: Task) -> BlockSpec:
@@ -305,7 +317,7 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
                 table = jnp.asarray(spec.mask_table(h.shape[-1], layer=i), h.dtype)
                 m = table[jnp.where(piece >= 0, piece, table.shape[0] - 1)]
                 if acts is not None:
-                    acts.append(h)
+                    acts.append((h, m))
                 return m
 
             out = apply(params, x, masks=masks, **kwargs)
@@ -321,7 +333,7 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
         return inner.outputs(task, routed_apply(task, apply, batch.piece), params, batch, ctx)
 
     objective = None
-    if inner.extras.objective is not None or l1:
+    if inner.extras.objective is not None or l1 or foreign_l1:
         def objective(task: Task, apply, params, batch: Batch, ctx: Ctx) -> jax.Array:
             acts: list = []
             rapply = routed_apply(task, apply, batch.piece, acts)
@@ -330,7 +342,9 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
             else:
                 value = jnp.mean(inner.loss(task, inner.outputs(task, rapply, params, batch, ctx), batch))
             if l1:  # on the raw activations: its gradient reaches every unit, routed or not
-                value = value + l1 * sum(jnp.mean(jnp.abs(h)) for h in acts) / len(acts)
+                value = value + l1 * sum(jnp.mean(jnp.abs(h)) for h, _ in acts) / len(acts)
+            if foreign_l1:  # only where the mask routes the example away: other pieces' blocks
+                value = value + foreign_l1 * sum(jnp.mean(jnp.abs(h) * (1 - m)) for h, m in acts) / len(acts)
             return value
 
     forward.routing = Routing(inner, layer_set, spec_for)  # what analyses read back (`routing_of`)

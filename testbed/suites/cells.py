@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.core.errors import is_count
+from testbed.core.keyed import KEYED_DEFAULTS
 from testbed.core.registry import freeze
 from testbed.suites.store import cell_key
 
@@ -59,7 +60,8 @@ class Cell:
             train["stages"] = stage_dicts(self)
         if self.kind != "rows":  # absent for rows, so their keys stay what they were
             train = {k: (thaw(v) if isinstance(v, tuple) and v and v[0] == "<map>" else v) for k, v in train.items()}
-        cfg = {"task": self.task, "params": dict(self.params), "method": self.method.as_dict(),
+        method = {"name": self.method.name, **KEYED_DEFAULTS.get(self.method.name, {}), **self.method.options}
+        cfg = {"task": self.task, "params": dict(self.params), "method": method,
                "model": self.model.as_dict(), "optimizer": self.optimizer.as_dict(), "train": train,
                "seeds": list(self.seeds), "sweeps": {k: list(v) for k, v in self.sweeps}}
         if self.analyses:  # absent when empty, so cells without extra analyses keep their keys

@@ -5,8 +5,10 @@ capability while the other pieces keep most of theirs, which a plainly trained m
 same blocks does not show.
 
 Here: ``two_slopes`` (pieces ``shallow`` x < 0, ``steep`` x >= 0), a one-layer MLP of width 32,
-method ``routing`` with the L1 activation penalty 0.01 (the recipe that localizes in this
-testbed; without it units shaped by one piece stay active on the other), 4 seeds. Measured: the
+method ``routing`` with its default recipe (first hidden layer routed, each block held silent on
+the other piece's inputs by ``foreign_l1``: the recipe that localizes every built-in multi-piece
+task, see `benchmarks/studies/routing_recipe.py`; masks alone leave units shaped by one piece
+active on the other), 4 seeds. Measured: the
 median localization score, the own piece's share of the ablation damage (1: only the own piece
 is hurt, 0.5: both equally). Band [0.8, 1]; the plain model's score is reported beside.
 """
@@ -23,7 +25,7 @@ def _run(quick: bool) -> Measured:
     from testbed.reproduce import kit
 
     task = kit.make_task("two_slopes")
-    routed = kit.make_method("routing", l1=0.01)
+    routed = kit.make_method("routing")
     kw = dict(model=kit.MLP(width=32, depth=1), steps=200 if quick else 400, batch_size=128,
               seeds=2 if quick else 4, lr=1e-2, evals=3, quiet=True, eval_size=256, probe_points=32)
     r, p = kit.train(task, routed, **kw), kit.train(task, "mse", **kw)
