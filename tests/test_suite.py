@@ -332,3 +332,18 @@ def test_a_suite_that_would_not_fit_in_memory_is_refused_before_any_cell_runs(tm
                                                r"turn down probe_points"):
         run_suite(suite, tmp_path / "r", quiet=True)
     assert not list((tmp_path / "r" / "tiny").glob("*/DONE"))
+
+
+def test_a_changed_default_enters_only_its_methods_cell_keys(tmp_path):
+    from testbed.core.keyed import KEYED_DEFAULTS
+
+    text = TINY_SUITE.replace('methods = ["mse"]', 'methods = ["mse", "routing", { name = "routing", foreign_l1 = 1.0 }, '
+                              '{ name = "routing", foreign_l1 = 0.0 }]')
+    cells = {(c.task, c.method.name, c.method.kwargs): c for c in load_suite(write(tmp_path, text)).cells}
+    plain, default, explicit, off = (cells[("sine_line", "mse", ())], cells[("sine_line", "routing", ())],
+                                     cells[("sine_line", "routing", (("foreign_l1", 1.0),))],
+                                     cells[("sine_line", "routing", (("foreign_l1", 0.0),))])
+    assert plain.config()["method"] == {"name": "mse"}  # other methods' keys are as they were
+    assert default.config()["method"] == {"name": "routing", **KEYED_DEFAULTS["routing"]}
+    assert default.key == explicit.key != off.key  # the default and the same value given are one cell
+    assert testbed.make_method("routing").hparams == testbed.make_method("routing", foreign_l1=1.0).hparams
