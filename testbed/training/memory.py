@@ -77,7 +77,6 @@ def gib(n: float) -> str:
 def estimate(plan, n_metrics: int) -> MemoryEstimate:
     """The estimate for a resolved training call (`testbed.training.engine._plan`) recording
     ``n_metrics`` metrics; `testbed.estimate_memory` takes `testbed.train`'s arguments."""
-    import jax
 
     st, task, method, data = plan.st, plan.task, plan.method, plan.data
     runs = len(plan.keys)  # padded to a multiple of the devices
@@ -87,8 +86,9 @@ def estimate(plan, n_metrics: int) -> MemoryEstimate:
     n_eval = len(st.eval_steps)
     n_groups = int(data.group.shape[1])
     n_eval_x, n_probe = int(data.batch.x.shape[0]), int(data.probe.x.shape[0])
-    pred_dim = max(1, math.prod(jax.eval_shape(
-        lambda: method.predict(task, jax.numpy.zeros((1, out_dim)))).shape[1:]))
+    # predictions live in the target's space: class scores or distributions over out_dim
+    # values, else one value per target entry (tracing method.predict for it costs ~0.1-0.3 s)
+    pred_dim = task.out_dim if task.target in ("class", "distribution") else max(1, math.prod(data.probe.y.shape[1:]))
     widths = list(widths) or [out_dim]
     prof = method.extras.profile
     n_prof = len(prof.values(st.steps)) * len(prof.names) if prof is not None else 0
