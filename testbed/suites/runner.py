@@ -358,11 +358,19 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     cells_timing: dict[str, dict] = {}
     ahead = Prefetch(todo) if prefetch and not remote and len(todo) > 1 else None
     try:
-        for cell, timing, error in (executor or InProcessExecutor()).map(job, groups, on_steps):
+        def name(c: Cell) -> str:
+            return f"{c.task}/{c.method.label}"
+
+        if bar is not None and not remote and todo:
+            bar.set_postfix_str(name(todo[0]))  # here cells run in order: name the one training
+        for i, (cell, timing, error) in enumerate((executor or InProcessExecutor()).map(job, groups, on_steps)):
             base[0] += cell.total_steps
             if bar is not None:
                 bar.update(base[0] - bar.n)
-                bar.set_postfix_str(f"{cell.task}/{cell.method.label}" + (" FAILED" if error else ""))
+                if remote:  # jobs finish in any order: name the one that just did
+                    bar.set_postfix_str(f"done: {name(cell)}" + (" FAILED" if error else ""))
+                elif i + 1 < len(todo):
+                    bar.set_postfix_str(name(todo[i + 1]))
             if error is not None:
                 run.failed[cell.key] = error
                 continue
