@@ -401,7 +401,7 @@ def bench_cmd(
 def export_cmd(
     tracker: Annotated[str, typer.Argument(help="tensorboard (event files, tensorboardX) or wandb (offline runs).")],
     root: Annotated[Path, typer.Argument(help="A suite's results folder, e.g. results/default.")],
-    out: Annotated[Path | None, typer.Option(help="Where to write (default: <root>/<tracker>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write (default: <root>/exports/<tracker>).")] = None,
 ):
     """Write a finished suite's histories for TensorBoard or Weights & Biases (offline): one run per
     trained model, a cell's seeds grouped. The parquet tables stay the record."""

@@ -137,3 +137,41 @@ def test_a_worker_with_another_device_count_refuses_to_run(tmp_path):
     s = suite(tmp_path)
     with pytest.raises(RuntimeError, match=f"suite was started with {host_device_count() + 1}"):
         CellJob(str(tmp_path / "r"), host_device_count() + 1)([s.cells[0]])
+
+
+def test_a_failed_job_counts_only_cells_this_run_wrote(tmp_path):
+    """A --force run whose job dies must not count the cells' old DONE as done now; a cell the
+    job wrote before dying counts; a cell's own error names the cell."""
+    import time as _time
+
+    from testbed.suites.runner import CellJob
+    from testbed.suites.store import SuiteStore
+
+    s = suite(tmp_path)
+    a, b = s.cells
+    store = SuiteStore(tmp_path / "r")
+    for c in (a, b):
+        store.write_cell(c.key, {"k": c.key}, pd.DataFrame({"step": [0]}))
+    since = _time.time() + 5  # both DONE files are older than this run
+
+    class Died:
+        job_id, state = "7", "FAILED"
+
+        def result(self):
+            raise RuntimeError("killed")
+
+    job = CellJob(str(store.root))
+    out = list(SubmititExecutor._collect(job, [a, b], Died(), since=since))
+    assert [(c.key, t, e is not None) for c, t, e in out] == [(a.key, None, True), (b.key, None, True)]
+    assert "job 7 (FAILED): killed" in out[0][2]
+    out = list(SubmititExecutor._collect(job, [a, b], Died(), since=0.0))  # written during this run
+    assert [t for _, t, _ in out] == [{}, {}]
+
+    class Raised:
+        job_id = "8"
+
+        def result(self):
+            return [(a.key, {"error": f"cell {a.key} (sine_line/mse) raised ValueError: bad"}), (b.key, {"run_s": 1.0})]
+
+    out = list(SubmititExecutor._collect(job, [a, b], Raised(), since=since))
+    assert out[0][1] is None and "raised ValueError: bad" in out[0][2] and out[1][1:] == ({"run_s": 1.0}, None)

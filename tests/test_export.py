@@ -79,6 +79,9 @@ def test_tensorboard_holds_every_history_value(finished):
     np.testing.assert_allclose(merged["value_tb"], merged["value"].astype(np.float32), rtol=1e-6)
     again = export_suite(finished, "tensorboard")  # writing again replaces, never doubles
     assert sum(len(read_events(e)) for e in again.glob("*/*/events.*")) == len(want)
+    assert again == finished / "exports" / "tensorboard"
+    run_suite(load_suite(finished.parent.parent / "exp.toml"), finished.parent, quiet=True)
+    assert len(list(again.glob("*/*/events.*"))) == 4  # the next run never takes the export for a cell
 
 
 def test_wandb_offline_runs_one_per_trained_model(finished, tmp_path):

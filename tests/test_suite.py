@@ -337,13 +337,22 @@ def test_a_suite_that_would_not_fit_in_memory_is_refused_before_any_cell_runs(tm
 def test_a_changed_default_enters_only_its_methods_cell_keys(tmp_path):
     from testbed.core.keyed import KEYED_DEFAULTS
 
-    text = TINY_SUITE.replace('methods = ["mse"]', 'methods = ["mse", "routing", { name = "routing", foreign_l1 = 1.0 }, '
-                              '{ name = "routing", foreign_l1 = 0.0 }]')
-    cells = {(c.task, c.method.name, c.method.kwargs): c for c in load_suite(write(tmp_path, text)).cells}
-    plain, default, explicit, off = (cells[("sine_line", "mse", ())], cells[("sine_line", "routing", ())],
-                                     cells[("sine_line", "routing", (("foreign_l1", 1.0),))],
-                                     cells[("sine_line", "routing", (("foreign_l1", 0.0),))])
+    def cell(methods: str, name: str):
+        text = TINY_SUITE.replace('methods = ["mse"]', f"methods = [{methods}]")
+        return next(c for c in load_suite(write(tmp_path, text, name)).cells if c.task == "sine_line")
+
+    plain, default = cell('"mse"', "a.toml"), cell('"routing"', "b.toml")
+    explicit, off = cell('{ name = "routing", foreign_l1 = 1.0 }', "c.toml"), cell('{ name = "routing", foreign_l1 = 0.0 }', "d.toml")
     assert plain.config()["method"] == {"name": "mse"}  # other methods' keys are as they were
     assert default.config()["method"] == {"name": "routing", **KEYED_DEFAULTS["routing"]}
     assert default.key == explicit.key != off.key  # the default and the same value given are one cell
     assert testbed.make_method("routing").hparams == testbed.make_method("routing", foreign_l1=1.0).hparams
+    # a stage's method gets it too
+    staged = TINY_SUITE.replace("evals = 3", 'evals = 3\nstages = [{ steps = 20, method = "routing" }, { steps = 10 }]')
+    (st,) = [c for c in load_suite(write(tmp_path, staged, "e.toml")).cells if c.task == "sine_line"]
+    assert st.config()["train"]["stages"][0]["method"] == {"name": "routing", **KEYED_DEFAULTS["routing"]}
+    # both spellings in one grid are one configuration twice: refused, naming both
+    with pytest.raises(SuiteError, match=r"field 'grid': two cells are the same configuration: sine_line / "
+                                         r"\{'name': 'routing'\}.* and sine_line / \{'name': 'routing', 'foreign_l1'"):
+        load_suite(write(tmp_path, TINY_SUITE.replace('methods = ["mse"]', 'methods = ["routing", '
+                                                      '{ name = "routing", foreign_l1 = 1.0 }]'), "f.toml"))

@@ -149,7 +149,8 @@ def concurrent_trial(suite: Path, work: Path, reference: pd.DataFrame, i: int) -
     results = work / f"concurrent-{i}"
     a = subprocess.Popen(bench(suite, results), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     b = subprocess.Popen(bench(suite, results), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    outs = [(p.wait(), p.communicate()) for p in (a, b)]
+    outs = [(p.communicate(), p.returncode) for p in (a, b)]
+    outs = [(code, out) for out, code in outs]
     codes = sorted(c for c, _ in outs)
     refused = [err for c, (_, err) in outs if c == 2]
     message = next((ln for ln in refused[0].splitlines() if "being written" in ln), "") if refused else ""

@@ -32,14 +32,14 @@ from testbed.analyses.routing import measure as ra
 from testbed.models.modules import MLP
 from testbed.tasks import make_task
 
-RECIPES = {  # name -> (routing hparams, layer measured)
-    "first_l1": ({"layers": (0,), "l1": 0.01}, 0),
-    "last_l1": ({"layers": (1,), "l1": 0.01}, 1),
-    "last_l1x3": ({"layers": (1,), "l1": 0.03}, 1),
-    "last_l1_003": ({"layers": (1,), "l1": 0.003}, 1),
-    "last_l1_001": ({"layers": (1,), "l1": 0.001}, 1),
-    "last_l1_003_sh8": ({"layers": (1,), "l1": 0.003, "shared": 8}, 1),
-    "last_l1_sh8": ({"layers": (1,), "l1": 0.01, "shared": 8}, 1),
+RECIPES = {  # name -> (routing hparams, layer measured); foreign_l1 given: its default is now 1.0
+    "first_l1": ({"layers": (0,), "l1": 0.01, "foreign_l1": 0.0}, 0),
+    "last_l1": ({"layers": (1,), "l1": 0.01, "foreign_l1": 0.0}, 1),
+    "last_l1x3": ({"layers": (1,), "l1": 0.03, "foreign_l1": 0.0}, 1),
+    "last_l1_003": ({"layers": (1,), "l1": 0.003, "foreign_l1": 0.0}, 1),
+    "last_l1_001": ({"layers": (1,), "l1": 0.001, "foreign_l1": 0.0}, 1),
+    "last_l1_003_sh8": ({"layers": (1,), "l1": 0.003, "shared": 8, "foreign_l1": 0.0}, 1),
+    "last_l1_sh8": ({"layers": (1,), "l1": 0.01, "shared": 8, "foreign_l1": 0.0}, 1),
     "first_fl1": ({"layers": (0,), "foreign_l1": 0.1}, 0),
     "first_fl1x10": ({"layers": (0,), "foreign_l1": 1.0}, 0),
     "first_fl1x30": ({"layers": (0,), "foreign_l1": 3.0}, 0),
@@ -47,8 +47,8 @@ RECIPES = {  # name -> (routing hparams, layer measured)
     "last_fl1": ({"layers": (1,), "foreign_l1": 0.1}, 1),
     "last_fl1x10": ({"layers": (1,), "foreign_l1": 1.0}, 1),
     "mid_fl1x10": ({"layers": (1,), "foreign_l1": 1.0}, 1),  # with DEPTH=3
-    "mid_l1": ({"layers": (1,), "l1": 0.01}, 1),  # with DEPTH=3: the middle layer, an unrouted one after it
-    "mid_l1x3": ({"layers": (1,), "l1": 0.03}, 1),
+    "mid_l1": ({"layers": (1,), "l1": 0.01, "foreign_l1": 0.0}, 1),  # with DEPTH=3: the middle layer, an unrouted one after it
+    "mid_l1x3": ({"layers": (1,), "l1": 0.03, "foreign_l1": 0.0}, 1),
 }
 DEFAULT = ("first_fl1x10", "first_l1", "last_fl1x10")
 

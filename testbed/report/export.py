@@ -7,7 +7,8 @@ training step, the cell's config as the run's config, and the cell as the run's 
 UI puts a cell's seeds together.
 
 - ``tensorboard`` (extra ``testbed[tensorboard]``, tensorboardX): event files under
-  ``<out>/<cell label>/<run label>/``; ``tensorboard --logdir <out>`` shows them.
+  ``<out>/<cell label>/<run label>/`` (``<out>`` defaults to ``results/<suite>/exports/tensorboard``);
+  ``tensorboard --logdir <out>`` shows them.
 - ``wandb`` (extra ``testbed[wandb]``): Weights & Biases runs in offline mode under
   ``<out>/wandb/``; ``wandb sync <out>/wandb/offline-run-*`` uploads them when you choose.
 """
@@ -28,7 +29,8 @@ SWEEP_COLUMNS = ("lr", "weight_decay", "init_scale")
 
 def export_suite(root: str | Path, to: str, out: str | Path | None = None) -> Path:
     """Write a finished suite's histories for ``to`` (``tensorboard`` or ``wandb``) into
-    ``out`` (default ``<root>/<to>``). Returns the folder. Writing again replaces the runs."""
+    ``out`` (default ``<root>/exports/<to>``, which the suite runner never takes for a cell).
+    Returns the folder. Writing again replaces the runs."""
     from testbed.core.files import StoreError
     from testbed.suites.store import RESULTS_FILE, SuiteStore
 
@@ -41,7 +43,7 @@ def export_suite(root: str | Path, to: str, out: str | Path | None = None) -> Pa
     history = pd.read_parquet(path)
     store = SuiteStore(root)
     manifest = store.read_manifest() or {}
-    out = Path(out) if out is not None else root / to
+    out = Path(out) if out is not None else root / "exports" / to
     out.mkdir(parents=True, exist_ok=True)
     runs = list(tracker_runs(history, store, manifest))
     (_tensorboard if to == "tensorboard" else _wandb)(runs, out, manifest.get("suite") or root.name)

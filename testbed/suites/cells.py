@@ -192,6 +192,9 @@ def stage_dicts(cell: Cell) -> list[dict[str, Any]]:
         for part in ("method", "optimizer"):
             if isinstance(d.get(part), str):
                 d[part] = {"name": d[part]}
+        if isinstance(d.get("method"), dict) and d["method"].get("name") in KEYED_DEFAULTS:
+            m = d["method"]  # a changed default enters the key here too (`testbed.core.keyed`)
+            d["method"] = {"name": m["name"], **KEYED_DEFAULTS[m["name"]], **{k: v for k, v in m.items() if k != "name"}}
         out.append(d)
     return out
 

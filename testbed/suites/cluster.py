@@ -78,10 +78,11 @@ class SubmititExecutor:
             raise ImportError("running cells as jobs needs submitit: pip install 'testbed[slurm]'") from None
         folder = Path(self.folder) if self.folder is not None else Path(job.root) / JOBS_DIR
         env = {"TESTBED_HOST_DEVICES": str(job.host_devices)} if job.host_devices else {}
-        for name in ("TESTBED_COMPILE_CACHE", "XLA_FLAGS", "JAX_PLATFORMS"):
-            if os.environ.get(name):
+        for name in ("TESTBED_COMPILE_CACHE", "XLA_FLAGS"):  # not JAX_PLATFORMS: a login node's "cpu" would
+            if os.environ.get(name):                         # keep GPU jobs off their GPUs
                 env[name] = os.environ[name]
         setup = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+        self._env = env
         ex = submitit.AutoExecutor(folder=folder, cluster=self.cluster)
         params = {"timeout_min": self.time_min, "name": f"testbed-{Path(job.root).name}",
                   "cpus_per_task": self.cpus_per_job or job.host_devices or (os.cpu_count() or 1)}
@@ -94,22 +95,36 @@ class SubmititExecutor:
                 params["slurm_partition"] = self.partition
             if self.slurm_args:
                 params["slurm_additional_parameters"] = dict(self.slurm_args)
-        else:
-            params["local_setup"] = setup
+        # local jobs inherit this process's environment (set around each submission, `_submit`):
+        # a setup line would run them under a shell that submitit's cancel does not reach
         ex.update_parameters(**params)
         return ex
+
+    def _submit(self, ex, job, group):
+        old = {k: os.environ.get(k) for k in self._env}
+        os.environ.update(self._env)
+        try:
+            return ex.submit(job, group)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def map(self, job, groups: Sequence[Sequence], on_steps=None):
         """Submit one job per group and yield ``(cell, timing, error)`` as the jobs finish."""
         groups = [list(g) for g in groups if g]
         if not groups:
             return
+        limit = self.max_jobs or (sum(map(len, groups)) if self.cluster == "slurm" else 1)
+        groups = split_to(groups, limit)  # a program shared by many cells must not serialize them all
         ex = self._executor(job, len(groups))
+        started = time.time()
         pending = list(range(len(groups)))  # groups not yet submitted (local: at most max_jobs at once)
         running: dict[int, object] = {}
         self.jobs = []
-        limit = self.max_jobs or (len(groups) if self.cluster == "slurm" else 1)
-        checked, lost = time.monotonic(), set()
+        checked, lost, missing = time.monotonic(), set(), {}
         try:
             if self.cluster == "slurm":  # one array; Slurm enforces the limit
                 jobs = ex.map_array(job, groups)
@@ -119,19 +134,20 @@ class SubmititExecutor:
             while pending or running:
                 while pending and len(running) < limit:
                     i = pending.pop(0)
-                    running[i] = ex.submit(job, groups[i])
+                    running[i] = self._submit(ex, job, groups[i])
                     self.jobs.append(running[i])
                 finished = [i for i, j in running.items() if j.done()]
                 if self.cluster == "slurm" and not finished and time.monotonic() - checked > 5.0:
                     checked = time.monotonic()
-                    gone = _left_the_queue(running)
-                    lost.update(gone)
-                    finished = list(gone)
+                    gone = set(_left_the_queue(running))
+                    missing = {i: missing.get(i, 0) + 1 for i in gone}  # twice in a row, 5 s apart: a
+                    lost.update(i for i, n in missing.items() if n >= 2)  # shared file system may lag
+                    finished = [i for i in lost if i in running]
                 if not finished:
                     time.sleep(self.poll_s)
                     continue
                 for i in finished:
-                    yield from self._collect(job, groups[i], running.pop(i), lost=i in lost)
+                    yield from self._collect(job, groups[i], running.pop(i), lost=i in lost, since=started)
         finally:
             for j in running.values():  # the driver stopped early (Ctrl-C, an error): stop its jobs
                 try:
@@ -140,8 +156,8 @@ class SubmititExecutor:
                     pass
 
     @staticmethod
-    def _collect(job, group, submitted, lost: bool = False):
-        from testbed.suites.store import SuiteStore
+    def _collect(job, group, submitted, lost: bool = False, since: float = 0.0):
+        from testbed.suites.store import DONE_FILE, SuiteStore
 
         if lost:
             results, error = {}, (f"job {submitted.job_id} left the Slurm queue without a result (cancelled, "
@@ -154,12 +170,28 @@ class SubmititExecutor:
                 results, error = {}, f"job {submitted.job_id} ({_state(submitted)}): {_tail(e)}"
         store = SuiteStore(job.root)
         for cell in group:
-            if cell.key in results:
-                yield cell, results[cell.key], None
-            elif store.is_done(cell.key):  # finished before the job died
-                yield cell, {}, None
+            got = results.get(cell.key)
+            if isinstance(got, dict) and "error" in got:
+                yield cell, None, f"job {submitted.job_id}: {got['error']}"
+            elif got is not None:
+                yield cell, got, None
+            elif store.is_done(cell.key) and _done_since(store.cell_dir(cell.key) / DONE_FILE, since):
+                yield cell, {}, None  # written by this run's job before it died (not a --force run's old one)
             else:
                 yield cell, None, error or f"job {submitted.job_id} returned without cell {cell.key}"
+
+
+def split_to(groups: list[list], n: int) -> list[list]:
+    """Split the largest groups in halves until there are ``n`` groups (or every group holds
+    one cell): cells sharing a program compile it once per job, but ``n`` jobs may run at once."""
+    groups = [list(g) for g in groups]
+    while len(groups) < n:
+        big = max(range(len(groups)), key=lambda i: len(groups[i]))
+        if len(groups[big]) < 2:
+            break
+        g = groups.pop(big)
+        groups[big:big] = [g[: len(g) // 2], g[len(g) // 2:]]
+    return groups
 
 
 def _left_the_queue(running: dict) -> list:
@@ -183,6 +215,13 @@ def _left_the_queue(running: dict) -> list:
     return [i for i, j in running.items() if str(j.job_id) not in queued and not j.done(force_check=True)]
 
 
+def _done_since(done: Path, since: float) -> bool:
+    try:
+        return done.stat().st_mtime >= since - 1.0
+    except OSError:
+        return False
+
+
 def _state(job) -> str:
     try:
         return str(job.state)
@@ -203,4 +242,9 @@ def make_executor(name: str, **options):
         return InProcessExecutor()
     if name not in CLUSTERS:
         raise ValueError(f"--executor: unknown executor {name!r}; accepted: inprocess, {', '.join(CLUSTERS)}")
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise ValueError(f"--executor {name}: needs submitit, which is not installed: pip install "
+                         "'testbed[slurm]'") from None
     return SubmititExecutor(cluster=name, **options)

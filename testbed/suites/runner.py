@@ -58,15 +58,30 @@ class CellJob:
 
     root: str
     host_devices: int | None = None
+    force: bool = False  # rewrite a cell another writer finished meanwhile (only with --force)
 
     def __call__(self, cells: Sequence[Cell]) -> list[tuple[str, dict]]:
+        """Run a job's cells; a cell that raises is reported as ``{"error": ...}`` and the others
+        still run."""
+        import traceback
+
         self.check_devices()
-        return [(cell.key, self.run_one(cell)) for cell in cells]
+        out = []
+        for cell in cells:
+            try:
+                out.append((cell.key, self.run_one(cell)))
+            except Exception as e:  # noqa: BLE001  (reported per cell to the driver)
+                tail = traceback.format_exception_only(type(e), e)[-1].strip()
+                out.append((cell.key, {"error": f"cell {cell.key} ({cell.task}/{cell.method.label}) raised {tail}"}))
+        return out
 
     def run_one(self, cell: Cell, on_steps: Callable[[int, int], None] | None = None) -> dict:
         from testbed.training.engine import release_if_crowded
 
-        timing = store_cell(SuiteStore(self.root), cell, on_steps)
+        store = SuiteStore(self.root)
+        if not self.force and store.is_done(cell.key):
+            return {}  # finished meanwhile by another writer (a job left running by a killed driver)
+        timing = store_cell(store, cell, on_steps)
         release_if_crowded()  # thousands of kept programs would exhaust the kernel's memory maps
         return timing
 
@@ -75,6 +90,8 @@ class CellJob:
             return
         import jax
 
+        if jax.default_backend() != "cpu":
+            return  # an accelerator job shards over its own devices; the CPU count does not decide
         have = len(jax.devices("cpu"))
         if have != self.host_devices:
             raise RuntimeError(f"this worker has {have} CPU devices but the suite was started with "
@@ -287,7 +304,8 @@ def check_memory(cells: Sequence[Cell], path: str) -> None:
     from testbed.training.engine import check_memory as check
     from testbed.training.memory import LIMIT_ENV, MemoryLimitError
 
-    if os.environ.get(LIMIT_ENV, "").strip().lower() in ("off", "none", "no", "0"):
+    want = os.environ.get(LIMIT_ENV, "").strip().lower()
+    if want in ("off", "none", "no") or (want and want.replace(".", "", 1).isdigit() and float(want) == 0):
         return
     seen = set()
     for cell in cells:
@@ -331,7 +349,9 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     skipped = [c.key for c in suite.cells if c not in todo]
     todo.sort(key=program_key)
     check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
-    check_memory(todo, suite.path or suite.name)  # and cells that would not fit in memory
+    remote = executor is not None and not isinstance(executor, InProcessExecutor)
+    if not remote:  # jobs check each call on their own machine (a login node's memory does not decide)
+        check_memory(todo, suite.path or suite.name)  # cells that would not fit in memory fail here
     manifest = {"suite": suite.name, "description": suite.description, "suite_file": suite.path,
                 "suite_source": suite.source, "started": started, "finished": None,
                 "first_started": prev.get("first_started", prev.get("started", started)),
@@ -351,8 +371,7 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
         if bar is not None:
             bar.update(base[0] + done - bar.n)
 
-    remote = executor is not None and not isinstance(executor, InProcessExecutor)
-    job = CellJob(str(store.root), host_device_count() if remote else None)
+    job = CellJob(str(store.root.resolve()), host_device_count() if remote else None, force=force)
     groups = program_groups(todo) if remote else [[c] for c in todo]
     t_start = time.perf_counter()
     cells_timing: dict[str, dict] = {}

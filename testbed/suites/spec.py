@@ -177,6 +177,7 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
                               seeds, tuple(sweeps), tuple(analyses)))
     if not cells:
         raise err("grid", "the grid is empty")
+    _unique(cells, err)
     if build:
         check_cells(cells, path)
     return Suite(name=name, description=str(spec.get("description", "")), cells=tuple(_relabel(cells)),
@@ -252,6 +253,23 @@ def cell_stages(cell: Cell) -> list:
                                                                  if k not in ("name", "label")}),
                          split=st.get("split", "train"), name=st.get("name", ""), lr=st.get("lr")))
     return out
+
+
+def _unique(cells: list[Cell], err) -> None:
+    """Two cells of one configuration would be trained twice into one folder: refuse them, naming
+    both (e.g. a method given once with a default value spelled out and once without)."""
+    seen: dict[str, Cell] = {}
+    for c in cells:
+        try:
+            key = c.key
+        except (TypeError, ValueError):
+            continue  # a value no key can hold (NaN, inf): `check_cells` names its field
+        other = seen.setdefault(key, c)
+        if other is not c:
+            def show(x: Cell) -> str:
+                return f"{x.task} / {x.method.as_dict()} / {x.model.as_dict()} / {x.optimizer.as_dict()}"
+            raise err("grid", f"two cells are the same configuration: {show(other)} and {show(c)} (key {c.key}); "
+                      "give each method, model and optimizer once")
 
 
 def _relabel(cells: list[Cell]) -> list[Cell]:

@@ -78,7 +78,7 @@ CELL_COLUMN = "cell"
 # temp files) so a key can never escape the suite folder.
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _TMP_SUFFIX = TMP_SUFFIX
-OUTPUT_DIRS = ("tables", "figures")  # what the report writes beside the cells: never a cell, never cleaned
+OUTPUT_DIRS = ("tables", "figures", "exports")  # what the report writes beside the cells: never a cell, never cleaned
 
 
 # ---------------------------------------------------------------------------- errors
@@ -120,16 +120,20 @@ def _owner() -> str:
     return f"{re.sub(r'[^A-Za-z0-9_-]', '-', socket.gethostname())}-{os.getpid()}"
 
 
-def _owner_alive(name: str) -> bool:
-    """Whether the writer of staging folder ``name`` may still be running: a process of another
-    host is assumed alive (its files are hidden from readers anyway); one of this host is
-    checked. Folders moved aside for deletion (``.old.``) are never alive."""
+STALE_ELSEWHERE_S = 3600.0  # a staging folder of another host older than this is a dead writer's
+
+
+def _owner_alive(name: str, age_s: float | None = None) -> bool:
+    """Whether the writer of staging folder ``name`` may still be running: a process of this host
+    is checked; one of another host is assumed alive for an hour after it started writing
+    (``age_s``; a cell is written in seconds, so an older folder is a killed job's). Folders moved
+    aside for deletion (``.old.``) are never alive."""
     parts = name.split(".")
     if len(parts) < 3 or parts[1] == "old":
         return False
     host, _, pid = parts[1].rpartition("-")
     if host != _owner().rpartition("-")[0]:
-        return True
+        return age_s is None or age_s < STALE_ELSEWHERE_S  # a cell is written in seconds: older ones died
     if not pid.isdigit():
         return False
     try:
@@ -336,17 +340,21 @@ class SuiteStore:
                 "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                 "sha256": {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.name != DONE_FILE},
             })
+            old = None
             if d.exists():  # finished (force) or an interrupted attempt: moved aside in one step
                 old = staging / f"{key}.old.{os.urandom(4).hex()}"
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     os.rename(d, old)
-                    _rmtree_done_first(old)
+                except FileNotFoundError:
+                    old = None
             try:
-                os.rename(tmp, d)
+                os.rename(tmp, d)  # the cell is missing only between these two renames
             except OSError:  # another writer put the same cell in place meanwhile: keep theirs
                 if not self.is_done(key):
                     raise
             fsync_dir(self.root)
+            if old is not None:
+                _rmtree_done_first(old)
         except OSError as e:  # disk full, quota, permissions: name the folder; finished cells are untouched
             raise StoreError(f"cannot write cell {key} into {self.root}: {e.strerror or e} "
                              f"({getattr(e, 'filename', None) or tmp}); the cells finished before it are kept: "
@@ -400,8 +408,14 @@ class SuiteStore:
             self.remove_cell(k)
         staging = self.root / STAGING_DIR
         if staging.is_dir():  # what killed writers left (a live writer, here or on another host, is left alone)
+            import time
+
             for p in staging.iterdir():
-                if not _owner_alive(p.name):
+                try:
+                    age = time.time() - p.stat().st_mtime
+                except OSError:
+                    continue
+                if not _owner_alive(p.name, age):
                     shutil.rmtree(p, ignore_errors=True)
             with contextlib.suppress(OSError):
                 staging.rmdir()  # only when empty

@@ -23,13 +23,20 @@ def load_tables(root: str | Path, suite: Suite | None = None,
 
     Every table a cell stored is read (``which`` limits them); each row starts with the
     cell's columns: cell, task, method, model, optimizer (the labels), target, primary.
-    With ``suite`` only its cells are read and its current labels applied.
+    With ``suite`` only its cells are read and its current labels applied; without one, the
+    cells of the suite as it last ran (``manifest.json``), so cells left in the folder by an
+    earlier version of the suite (or recomputed under a changed default, `testbed.core.keyed`)
+    do not mix in.
     """
     store = SuiteStore(root)
     keys = store.done_keys()
     if suite is not None:
         current = {c.key: c for c in suite.cells}
         keys = [k for k in keys if k in current]
+    else:
+        listed = (store.read_manifest() or {}).get("cells")
+        if isinstance(listed, dict) and set(listed) & set(keys):
+            keys = [k for k in keys if k in listed]
     if not keys:
         raise ConfigError(f"{root}: no finished cells to read (run `testbed bench` first)")
     out: dict[str, list[pd.DataFrame]] = {}

@@ -10,7 +10,9 @@ and on the host the tidy tables built from them (bytes per row measured: 64 for 
 calls that are off by a factor, not to fill memory to the last byte.
 
 ``TESTBED_MEMORY_LIMIT`` (GiB) sets the memory a call may use (default: what the machine has
-available now, the accelerator's own memory for its part); ``off`` turns the check off.
+available now, the accelerator's own memory for its part); ``off`` or 0 turns the check off.
+The default is the smaller of ``MemAvailable`` and the room left under this process's cgroup
+(v2) limit, which is what a Slurm job or a container may use.
 """
 
 from __future__ import annotations
@@ -157,13 +159,16 @@ def _model_state(model, in_dim: int, out_dim: int, optimizer, steps: int, method
 def available() -> tuple[int | None, int | None]:
     """(accelerator bytes or None on a CPU, host bytes or None when unknown) this call may use."""
     want = os.environ.get(LIMIT_ENV, "").strip().lower()
-    if want in ("off", "none", "no", "0"):
+    if want in ("off", "none", "no"):
         return None, None
     if want:
         try:
-            limit = int(float(want) * 2**30)
+            gb = float(want)
         except ValueError:
             raise ConfigError(f"{LIMIT_ENV}: {want!r} is not a number of GiB (or 'off')") from None
+        if not gb > 0:
+            return None, None  # 0: off, as documented
+        limit = int(gb * 2**30)
         return limit, limit
     import jax
 
@@ -184,7 +189,24 @@ def available() -> tuple[int | None, int | None]:
             host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, AttributeError):
             host = None
+    cgroup = _cgroup_room()
+    if cgroup is not None:  # a Slurm job's or a container's limit, which MemAvailable does not see
+        host = cgroup if host is None else min(host, cgroup)
     return device, host
+
+
+def _cgroup_room() -> int | None:
+    """Bytes this process's cgroup (v2) may still take, or None without a limit."""
+    try:
+        rel = next(ln.split("::", 1)[1].strip() for ln in open("/proc/self/cgroup") if ln.startswith("0::"))
+        base = os.path.join("/sys/fs/cgroup", rel.lstrip("/"))
+        limit = open(os.path.join(base, "memory.max")).read().strip()
+        if limit == "max":
+            return None
+        used = int(open(os.path.join(base, "memory.current")).read().strip())
+        return max(0, int(limit) - used)
+    except (OSError, ValueError, StopIteration):
+        return None
 
 
 def check(plan, n_metrics: int, *, evals: int, probe_points: int) -> MemoryEstimate:

@@ -84,6 +84,9 @@ def main() -> int:
     pd.testing.assert_frame_equal(a, b)
     print(f"results through Slurm equal the in-process run: {len(a)} rows, {a['cell'].nunique()} cells")
     print("test-cluster: PASS")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

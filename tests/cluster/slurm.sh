@@ -51,6 +51,9 @@ export SLURM_CONF="$HERE/slurm.conf"
 
 stop() {
   set +e
+  scancel --user="$(id -un)" 2>/dev/null  # jobs still running (a failed check) end with the daemons
+  sleep 1
+  $SUDO pkill -f 'slurmstepd' 2>/dev/null
   for p in slurmd slurmctld; do [ -f "$HERE/run/$p.pid" ] && $SUDO kill "$(cat "$HERE/run/$p.pid")" 2>/dev/null; done
   [ -f "$HERE/munge/munged.pid" ] && $SUDO kill "$(cat "$HERE/munge/munged.pid")" 2>/dev/null
   sleep 1
