@@ -340,21 +340,26 @@ class SuiteStore:
                 "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                 "sha256": {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.name != DONE_FILE},
             })
-            old = None
-            if d.exists():  # finished (force) or an interrupted attempt: moved aside in one step
-                old = staging / f"{key}.old.{os.urandom(4).hex()}"
+            for attempt in range(20):  # other writers of the same cell may move it at the same moment
+                old = None
+                if d.exists():  # finished (force) or an interrupted attempt: moved aside in one step
+                    old = staging / f"{key}.old.{os.urandom(4).hex()}"
+                    try:
+                        os.rename(d, old)
+                    except FileNotFoundError:
+                        old = None
                 try:
-                    os.rename(d, old)
-                except FileNotFoundError:
-                    old = None
-            try:
-                os.rename(tmp, d)  # the cell is missing only between these two renames
-            except OSError:  # another writer put the same cell in place meanwhile: keep theirs
-                if not self.is_done(key):
-                    raise
+                    os.rename(tmp, d)  # the cell is missing only between these two renames
+                    placed = True
+                except OSError:
+                    placed = False  # another writer put the same cell in place meanwhile
+                if old is not None:
+                    _rmtree_done_first(old)
+                if placed or self.is_done(key):  # ours, or theirs, whole: either is the same cell
+                    break
+                if attempt == 19:
+                    raise OSError(f"cell folder {d} kept changing under other writers")
             fsync_dir(self.root)
-            if old is not None:
-                _rmtree_done_first(old)
         except OSError as e:  # disk full, quota, permissions: name the folder; finished cells are untouched
             raise StoreError(f"cannot write cell {key} into {self.root}: {e.strerror or e} "
                              f"({getattr(e, 'filename', None) or tmp}); the cells finished before it are kept: "
