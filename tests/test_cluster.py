@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_suite import TINY_SUITE  # the tests folder is on the path under pytest
 
 from testbed.suites.cluster import SubmititExecutor, make_executor
 from testbed.suites.runner import InProcessExecutor, run_suite
@@ -18,27 +19,13 @@ from testbed.suites.spec import load_suite
 
 pytest.importorskip("submitit")
 
-SUITE = """
-name = "jobs"
-seeds = 2
-
-[train]
-steps = {steps}
-batch_size = 32
-evals = 3
-eval_size = 64
-probe_points = 16
-
-[grid]
-tasks = ["sine_line", "two_slopes"]
-methods = ["mse"]
-models = [{{ name = "mlp", width = 8, depth = 1 }}]
-"""
 
 
 def suite(tmp_path, steps=30):
+    """test_suite's tiny suite (2 tasks, mse, MLP 8x1, 2 seeds), named "jobs", of ``steps`` steps."""
     p = tmp_path / "jobs.toml"
-    p.write_text(textwrap.dedent(SUITE.format(steps=steps)))
+    p.write_text(textwrap.dedent(TINY_SUITE).replace('name = "tiny"', 'name = "jobs"')
+                 .replace("steps = 30", f"steps = {steps}"))
     return load_suite(p)
 
 

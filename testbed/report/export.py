@@ -54,27 +54,28 @@ def tracker_runs(history: pd.DataFrame, store, manifest: dict) -> Iterator[dict]
     """One dict per trained model: its group (the cell's label), name, config and a table of
     (step, tag, value) rows."""
     cells = manifest.get("cells", {})
+    sweep = [c for c in SWEEP_COLUMNS if c in history.columns]
+    varies = (history.groupby("cell", observed=True)[sweep].nunique() > 1) if sweep else None  # per cell
+    configs: dict[str, dict] = {}
     for (cell, run), rows in history.groupby(list(RUN_COLUMNS), observed=True, sort=True):
         labels = cells.get(cell) or {}
         group = "/".join(str(labels[k]) for k in ("task", "method", "model", "optimizer") if k in labels) or cell
         first = rows.iloc[0]
-        swept = {c: float(first[c]) for c in SWEEP_COLUMNS if c in rows.columns}
+        swept = {c: float(first[c]) for c in sweep}
         seed = int(first["seed"]) if "seed" in rows.columns else int(run)
-        name = f"seed={seed}" + "".join(f",{k}={v:g}" for k, v in swept.items() if _varies(history, cell, k))
-        try:
-            config = store.load_json(cell, "config")
-        except (KeyError, OSError, ValueError):  # a cell folder removed since aggregation: what the table has
-            config = {"task": labels.get("task")}
+        name = f"seed={seed}" + "".join(f",{k}={v:g}" for k, v in swept.items() if varies.at[cell, k])
+        if cell not in configs:
+            try:
+                configs[cell] = store.load_json(cell, "config")
+            except (KeyError, OSError, ValueError):  # a cell folder removed since aggregation: what the table has
+                configs[cell] = {"task": labels.get("task")}
+        config = configs[cell]
         piece = rows["piece"].astype(str)
         tag = rows["split"].astype(str) + "/" + rows["metric"].astype(str) + ("/" + piece).where(piece != "all", "")
         scalars = pd.DataFrame({"step": rows["step"].to_numpy(), "tag": tag.to_numpy(),
                                 "value": rows["value"].to_numpy()}).sort_values(["step", "tag"], kind="stable")
         yield {"cell": cell, "run": int(run), "group": group, "name": name,
                "config": {**config, "cell": cell, "run": int(run), "seed": seed, **swept}, "scalars": scalars}
-
-
-def _varies(history: pd.DataFrame, cell: str, column: str) -> bool:
-    return history.loc[history["cell"] == cell, column].nunique() > 1
 
 
 def _safe(text: str) -> str:

@@ -92,7 +92,7 @@ class CellJob:
 
         if jax.default_backend() != "cpu":
             return  # an accelerator job shards over its own devices; the CPU count does not decide
-        have = len(jax.devices("cpu"))
+        have = host_device_count()
         if have != self.host_devices:
             raise RuntimeError(f"this worker has {have} CPU devices but the suite was started with "
                                f"{self.host_devices}; the numbers depend on the count: set TESTBED_HOST_DEVICES="
@@ -302,10 +302,9 @@ def check_memory(cells: Sequence[Cell], path: str) -> None:
     """Estimate the memory of each distinct program among ``cells`` (`testbed.training.engine.check_memory`)
     and refuse the suite before anything runs when one would not fit, naming the file and the cell."""
     from testbed.training.engine import check_memory as check
-    from testbed.training.memory import LIMIT_ENV, MemoryLimitError
+    from testbed.training.memory import MemoryLimitError, set_limit
 
-    want = os.environ.get(LIMIT_ENV, "").strip().lower()
-    if want in ("off", "none", "no") or (want and want.replace(".", "", 1).isdigit() and float(want) == 0):
+    if set_limit() == 0.0:  # turned off
         return
     seen = set()
     for cell in cells:

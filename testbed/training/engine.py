@@ -269,8 +269,7 @@ def check_memory(task: Task | str, method: Method | str = "mse", model: ModelCon
     """Raise `testbed.training.memory.MemoryLimitError` if `train` with these arguments would not
     fit in memory (nothing compiles); else return the estimate. Suites check every cell this
     way before the first one runs."""
-    kwargs = {**_train_defaults(), **train_kwargs}
-    plan = _plan(task, method, model, optimizer, **kwargs, check_memory=False)
+    plan, kwargs = _unchecked_plan(task, method, model, optimizer, train_kwargs)
     return memory.check(plan, len(_metric_names(plan.task, plan.method)), evals=kwargs["evals"],
                         probe_points=kwargs["probe_points"])
 
@@ -279,8 +278,14 @@ def estimate_memory(task: Task | str, method: Method | str = "mse", model: Model
                     optimizer: Optimizer | str | None = None, **train_kwargs) -> memory.MemoryEstimate:
     """What `train` with these arguments would hold in memory, by part; nothing compiles:
     ``estimate_memory("sine_line", seeds=4096).largest()``."""
-    plan = _plan(task, method, model, optimizer, **{**_train_defaults(), **train_kwargs}, check_memory=False)
+    plan, _ = _unchecked_plan(task, method, model, optimizer, train_kwargs)
     return memory.estimate(plan, len(_metric_names(plan.task, plan.method)))
+
+
+def _unchecked_plan(task, method, model, optimizer, train_kwargs: dict) -> tuple[_Plan, dict]:
+    """`train`'s call resolved (its defaults filled in) without the memory check, and the keywords."""
+    kwargs = {**_train_defaults(), **train_kwargs}
+    return _plan(task, method, model, optimizer, **kwargs, check_memory=False), kwargs
 
 
 def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,

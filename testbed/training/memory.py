@@ -156,19 +156,25 @@ def _model_state(model, in_dim: int, out_dim: int, optimizer, steps: int, method
     return out
 
 
+def set_limit() -> float | None:
+    """``TESTBED_MEMORY_LIMIT`` in GiB: None when unset, 0.0 when the check is off (``off`` or 0)."""
+    want = os.environ.get(LIMIT_ENV, "").strip().lower()
+    if not want:
+        return None
+    if want in ("off", "none", "no"):
+        return 0.0
+    try:
+        gb = float(want)
+    except ValueError:
+        raise ConfigError(f"{LIMIT_ENV}: {want!r} is not a number of GiB (or 'off')") from None
+    return gb if gb > 0 else 0.0
+
+
 def available() -> tuple[int | None, int | None]:
     """(accelerator bytes or None on a CPU, host bytes or None when unknown) this call may use."""
-    want = os.environ.get(LIMIT_ENV, "").strip().lower()
-    if want in ("off", "none", "no"):
-        return None, None
-    if want:
-        try:
-            gb = float(want)
-        except ValueError:
-            raise ConfigError(f"{LIMIT_ENV}: {want!r} is not a number of GiB (or 'off')") from None
-        if not gb > 0:
-            return None, None  # 0: off, as documented
-        limit = int(gb * 2**30)
+    gb = set_limit()
+    if gb is not None:
+        limit = int(gb * 2**30) or None  # 0: off
         return limit, limit
     import jax
 
