@@ -162,3 +162,30 @@ def test_a_failed_job_counts_only_cells_this_run_wrote(tmp_path):
 
     out = list(SubmititExecutor._collect(job, [a, b], Raised(), since=since))
     assert out[0][1] is None and "raised ValueError: bad" in out[0][2] and out[1][1:] == ({"run_s": 1.0}, None)
+
+
+def test_choosing_an_executor_leaves_the_logging_handlers_installed():
+    """submitit's import reconfigures logging and closes every handler already installed (pytest's
+    log capture then fails with "I/O operation on closed file"); testbed imports it without that.
+    A fresh interpreter: here submitit may be imported already."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import logging
+        closed = []
+        class Handler(logging.Handler):
+            def close(self):
+                closed.append(self)
+                super().close()
+        h = Handler()
+        logging.getLogger().addHandler(h)
+        from testbed.suites.cluster import make_executor
+        make_executor("local")
+        assert not closed and h in logging.getLogger().handlers, closed
+        import os, sys
+        assert "submitit" in sys.modules and "SUBMITIT_LOG_LEVEL" not in os.environ
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

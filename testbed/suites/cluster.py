@@ -73,7 +73,7 @@ class SubmititExecutor:
     # ------------------------------------------------------------------ submitting
     def _executor(self, job, n_groups: int):
         try:
-            import submitit
+            submitit = import_submitit()
         except ImportError:
             raise ImportError("running cells as jobs needs submitit: pip install 'testbed[slurm]'") from None
         folder = Path(self.folder) if self.folder is not None else Path(job.root) / JOBS_DIR
@@ -234,6 +234,26 @@ def _tail(e: BaseException, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) if text else type(e).__name__
 
 
+def import_submitit():
+    """submitit, imported without letting it configure logging in this process: its import
+    calls `logging.config.dictConfig`, which closes every logging handler already installed (a
+    user's; pytest's log capture, whose next record then fails with "I/O operation on closed
+    file"). Its jobs are new interpreters and configure it as usual."""
+    import sys
+
+    if "submitit" in sys.modules:
+        return sys.modules["submitit"]
+    unset = "SUBMITIT_LOG_LEVEL" not in os.environ
+    if unset:
+        os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+    try:
+        import submitit
+    finally:
+        if unset:
+            os.environ.pop("SUBMITIT_LOG_LEVEL", None)
+    return submitit
+
+
 def make_executor(name: str, **options):
     """The executor a CLI ``--executor`` names: ``inprocess`` (default), ``local`` or ``slurm``."""
     from testbed.suites.runner import InProcessExecutor
@@ -243,7 +263,7 @@ def make_executor(name: str, **options):
     if name not in CLUSTERS:
         raise ValueError(f"--executor: unknown executor {name!r}; accepted: inprocess, {', '.join(CLUSTERS)}")
     try:
-        import submitit  # noqa: F401
+        import_submitit()
     except ImportError:
         raise ValueError(f"--executor {name}: needs submitit, which is not installed: pip install "
                          "'testbed[slurm]'") from None
