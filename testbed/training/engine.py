@@ -205,8 +205,10 @@ class _Plan(NamedTuple):
 
 def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weight_decay, init_scale, init_params,
           evals, eval_spacing, eval_size, probe_points, train_split="train", data_stream=0,
-          snapshots=False, check_memory=True) -> _Plan:
-    """Check a training call's arguments and lay out its runs, keys and evaluation data."""
+          snapshots=False, check_memory=True, abstract_data=False) -> _Plan:
+    """Check a training call's arguments and lay out its runs, keys and evaluation data
+    (``abstract_data``: only the evaluation data's shapes, for the memory estimate; nothing
+    compiles)."""
     task = make_task(task) if isinstance(task, str) else task
     method = make_method(method)
     model = make_model(model) if isinstance(model, str) else (model or MLP())
@@ -247,7 +249,7 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
     keys = jax.device_put(jnp.stack([jax.random.key(s) for _, s in runs_padded]), by_run)
     hp = HParams(*(jax.device_put(jnp.asarray([grid[h][i] for h, _ in runs_padded], jnp.float32), by_run)
                    for i in range(3)))
-    data = jax.device_put(_eval_data(st), replicated)
+    data = _eval_shapes(st) if abstract_data else jax.device_put(_eval_data(st), replicated)
     p0 = None
     if init_params is not None:
         leaves = jax.tree.leaves(init_params)
@@ -285,7 +287,7 @@ def estimate_memory(task: Task | str, method: Method | str = "mse", model: Model
 def _unchecked_plan(task, method, model, optimizer, train_kwargs: dict) -> tuple[_Plan, dict]:
     """`train`'s call resolved (its defaults filled in) without the memory check, and the keywords."""
     kwargs = {**_train_defaults(), **train_kwargs}
-    return _plan(task, method, model, optimizer, **kwargs, check_memory=False), kwargs
+    return _plan(task, method, model, optimizer, **kwargs, check_memory=False, abstract_data=True), kwargs
 
 
 def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | str | None = None,
@@ -422,6 +424,16 @@ def _eval_data(st: Static) -> EvalData:
     counts = onehot.sum(0)
     group = onehot / np.where(counts > 0, counts, np.nan)  # empty groups average to NaN
     return EvalData(batch, jnp.asarray(group), probe)
+
+
+def _eval_shapes(st: Static) -> EvalData:
+    """`_eval_data`'s shapes and types, traced without compiling or running anything (the
+    evaluation sets' program takes 0.5-2.5 s to compile: a suite's memory check before the
+    first cell must not pay it for every task)."""
+    batch, probe = jax.eval_shape(lambda: _sample_eval(st.task, st.eval_size, st.probe_points))
+    n = batch.x.shape[0]
+    group = jax.ShapeDtypeStruct((n, len(st.task.splits) * (len(st.task.pieces) + 1)), jnp.float32)
+    return EvalData(batch, group, probe)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
