@@ -2,6 +2,7 @@
 itself plans for the compiled program, for every registered model; a call that would not fit
 is refused before anything compiles, naming the number and the knob."""
 
+import jax
 import pytest
 
 from testbed.models import list_models
@@ -50,8 +51,22 @@ def test_the_limit_setting_is_checked(monkeypatch):
 def test_estimate_memory_is_public_and_needs_no_compile():
     import testbed
 
-    before = engine.COMPILES["count"]
-    est = testbed.estimate_memory("sine_line", seeds=64, probe_points=512)
+    compiles = []  # every XLA compile in this process (the event JAX times each one with)
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **kw: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration"
+        else None)
+    testbed.estimate_memory("sine_line", seeds=64, probe_points=512, eval_size=78)  # eager helpers compile once
+    before, n = engine.COMPILES["count"], len(compiles)
+    est = testbed.estimate_memory("sine_line", seeds=64, probe_points=512, eval_size=77)
     assert est.runs == 64 and est.device_bytes > 0 and est.host_bytes > 0
     assert dict(est.largest(7)).keys() >= {"activations", "probe predictions"}
-    assert engine.COMPILES["count"] == before
+    # neither the training programs nor the evaluation sets' program (a suite checks every
+    # task's cells before the first one trains: 0.5-2.5 s each would be paid up front)
+    assert engine.COMPILES["count"] == before and len(compiles) == n
+    plan, _ = engine._unchecked_plan("sine_line", "mse", None, None, {"seeds": 64, "probe_points": 512,
+                                                                       "eval_size": 77})
+    real = engine._plan("sine_line", "mse", None, None, seeds=64, probe_points=512, eval_size=77, **{
+        k: v for k, v in engine._train_defaults().items() if k not in ("seeds", "probe_points", "eval_size")})
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), plan.data) == jax.tree.map(lambda a: (a.shape, a.dtype),
+                                                                                    real.data)
+    assert testbed.estimate_memory("sine_line", seeds=64, probe_points=512, eval_size=77) == est
