@@ -43,7 +43,8 @@ def grads(method, task, apply, params, batch):
 
 def test_mask_keeps_the_forward_pass_and_zeroes_gradients_into_other_blocks():
     task = testbed.make_task(TASK)
-    routed, plain = testbed.make_method("routing", foreign_l1=0.0), testbed.make_method("mse")  # masks alone
+    # masks alone, no shared units (the default shares half of the layer: tested below)
+    routed, plain = testbed.make_method("routing", foreign_l1=0.0, shared=0), testbed.make_method("mse")
     apply, params = built(testbed.MLP(width=8, depth=1), task, routed)
     batch = only_piece(task, 0)  # shallow: block 0 = units 0..3, block 1 = units 4..7
     ctx = Ctx(jnp.int32(0), 10)
@@ -57,7 +58,7 @@ def test_mask_keeps_the_forward_pass_and_zeroes_gradients_into_other_blocks():
     np.testing.assert_allclose(g["head"]["kernel"][...], g0["head"]["kernel"][...], rtol=1e-6)  # head unrouted
     # The default recipe adds the foreign penalty: block 1 is pushed to silence on shallow's inputs
     # (only where its units are active), block 0 keeps exactly the plain gradient.
-    d = np.asarray(grads(testbed.make_method("routing"), task, apply, params, batch)["layers"][0]["kernel"][...])
+    d = np.asarray(grads(testbed.make_method("routing", shared=0), task, apply, params, batch)["layers"][0]["kernel"][...])
     np.testing.assert_allclose(d[:, :4], k0[:, :4], rtol=1e-6)
     assert (d[:, 4:] != 0).any()
     _, (hidden,) = jax.jit(lambda p, x: apply(p, x, return_hidden=True))(params, batch.x)
@@ -75,6 +76,25 @@ def test_unrouted_pieces_update_every_unit_and_shared_units_take_everyone():
     np.testing.assert_allclose(g["layers"][0]["kernel"][...], g0["layers"][0]["kernel"][...], rtol=1e-6)
     k = np.asarray(grads(only_shallow, task, apply, params, only_piece(task, 0))["layers"][0]["kernel"][...])
     assert (k[:, :6] != 0).any() and (k[:, 6:] != 0).any()  # own block (units 0..5) and shared (6, 7)
+
+
+def test_default_shares_half_of_each_routed_layer():
+    """The default recipe's ``shared = 0.5``: the last half of a routed layer's units take every
+    piece's gradient, the first half is split into the pieces' blocks; a fraction is rounded down
+    and never leaves a block without a unit."""
+    task = testbed.make_task(TASK)
+    method = testbed.make_method("routing")
+    assert dict(method.hparams)["shared"] == 0.5
+    spec = block_spec(task, shared=0.5)
+    assert [spec.bounds(w) for w in (8, 9, 3, 2)] == [[(0, 2), (2, 4)], [(0, 3), (3, 5)], [(0, 1), (1, 2)],
+                                                     [(0, 1), (1, 2)]]
+    assert [spec.shared_units(w) for w in (8, 9, 3, 2)] == [4, 4, 1, 0]
+    masks = testbed.make_method("routing", foreign_l1=0.0)  # the default layout, masks alone
+    apply, params = built(testbed.MLP(width=8, depth=1), task, masks)
+    for piece in (0, 1):
+        k = np.asarray(grads(masks, task, apply, params, only_piece(task, piece))["layers"][0]["kernel"][...])
+        other = slice(2, 4) if piece == 0 else slice(0, 2)
+        assert (k[:, other] == 0).all() and (k[:, 4:] != 0).any()  # not the other block; the shared units
 
 
 def test_block_layout_is_as_even_as_possible():
@@ -118,8 +138,10 @@ def test_bad_configs_are_refused_clearly():
         testbed.make_method("routing", layers=-1)
     with pytest.raises(ConfigError, match=r"shared=4 must be >= 0 and < the layer width 4"):
         run(testbed.make_method("routing", shared=4))
-    with pytest.raises(ConfigError, match=r"shared=-1 must be an integer >= 0"):
-        testbed.make_method("routing", shared=-1)
+    for bad in (-1, 1.0, 1.5, -0.1, True, "half"):
+        with pytest.raises(ConfigError, match=rf"shared={bad!r}; accepted: a unit count, an integer >= 0.*"
+                                              r"or a fraction of each routed layer's width, a number in \[0, 1\)"):
+            testbed.make_method("routing", shared=bad)
     with pytest.raises(ConfigError, match=r"blocks cover pieces \['shallow'\].*missing \['steep'\]"):
         run(testbed.make_method("routing", blocks=["shallow"]))
     with pytest.raises(ConfigError, match=r"base='routing'"):
@@ -133,7 +155,7 @@ def test_bad_configs_are_refused_clearly():
 @pytest.fixture(scope="module")
 def trained():
     task = testbed.make_task(TASK)
-    routed = testbed.make_method("routing", l1=0.01)
+    routed = testbed.make_method("routing", l1=0.01, shared=0)  # every unit in a block
     return task, routed, testbed.train(task, routed, **TRAIN), testbed.train(task, "mse", **TRAIN)
 
 
@@ -202,7 +224,7 @@ def test_block_sizes_are_configurable():
 
 def test_analyses_measure_the_unequal_blocks_the_method_trained_with():
     task = testbed.make_task(TASK)
-    routed = testbed.make_method("routing", sizes=[3, 1])
+    routed = testbed.make_method("routing", sizes=[3, 1], shared=0)
     r = testbed.train(task, routed, model=testbed.MLP(width=16, depth=1), steps=100, batch_size=64, seeds=2,
                       lr=1e-2, evals=2, eval_size=128, probe_points=4, quiet=True)
     seen = []  # the training masks of a 16-unit layer 0, for one piece's examples
@@ -239,7 +261,7 @@ def test_analyses_measure_the_unequal_blocks_the_method_trained_with():
             np.testing.assert_allclose([got[n] for n in want], list(want.values()), rtol=1e-4,
                                        err_msg=f"run {run}, block {block}")
     ident = ra.piece_identification(task, r, eval_size=256)
-    explicit = ra.piece_identification(task, r, blocks=block_spec(task, sizes=[3, 1]), eval_size=256)
+    explicit = ra.piece_identification(task, r, blocks=block_spec(task, sizes=[3, 1], shared=0), eval_size=256)
     np.testing.assert_array_equal(ident["accuracy"], explicit["accuracy"])
 
 
@@ -258,5 +280,5 @@ def test_the_default_recipe_localizes_where_masks_and_l1_alone_do_not():
         f = r.final()
         mse = f[(f["split"] == "train") & (f["piece"] == "all") & (f["metric"] == "mse")]["value"]
         assert (mse < 0.05).all(), mse  # the task is still learned
-    assert shares["default"].median() >= 0.9 and shares["default"].min() >= 0.8, shares
+    assert shares["default"].median() >= 0.9 and shares["default"].min() >= 0.7, shares
     assert shares["l1_only"].median() < shares["default"].median() - 0.1, shares

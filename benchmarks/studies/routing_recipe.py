@@ -10,13 +10,17 @@ only that piece, 0.5 = no localization), measured at the routed layer.
     python benchmarks/studies/routing_recipe.py [steps=2000] [seeds=4]
     TASKS=radial,checkerboard RECIPES=first_fl1x10,last_l1 DEPTH=3 python ...   (a subset)
 
-Measured 2026-12-01 (2 cores; the README's routing section has the table): ``first_fl1x10``
-(first layer routed, ``foreign_l1 = 1``, now `routing`'s default) reaches a median own share of
-0.96-1.00 on 9 of the 10 tasks with the train loss near plain training's, and 0.74 on
-residue_mod3; ``first_l1`` (the earlier recipe) 0.56-1.00; routing the last hidden layer
-(``last_*``) or the middle one of three (``mid_*``) breaks training on checkerboard, parity,
-residue_mod3, soft_regions and vector_rotate_reflect (train loss 0.04-30 against <= 0.007
-plain), with or without L1.
+Measured 2026-12-01 (2 cores; the README's routing section has the table): ``default`` (first
+layer routed, ``foreign_l1 = 1``, the second half of the layer shared by every piece, ``shared =
+0.5``; ``first_fl1x10_sh32`` spells it out for width 64) reaches a median own share of 0.97-1.00 on all 10 tasks with
+the train loss near plain training's (0.6-2.2x); without shared units (``first_fl1x10``, the
+previous default) 0.96-1.00 on 9 tasks and 0.74 on residue_mod3, whose pieces (the residue of a
+binary number) the first layer cannot tell apart, so without shared units every block must
+compute every piece's membership (0.88 with 16 shared units, 0.95 with 24, 1.00 with 32);
+``first_l1`` (the recipe before that) 0.56-1.00; routing the last hidden layer (``last_*``) or the
+middle one of three (``mid_*``) breaks training on checkerboard, parity, residue_mod3,
+soft_regions and vector_rotate_reflect (train loss 0.04-30 against <= 0.007 plain), with or
+without L1.
 """
 
 from __future__ import annotations
@@ -32,25 +36,33 @@ from testbed.analyses.routing import measure as ra
 from testbed.models.modules import MLP
 from testbed.tasks import make_task
 
-RECIPES = {  # name -> (routing hparams, layer measured); foreign_l1 given: its default is now 1.0
-    "first_l1": ({"layers": (0,), "l1": 0.01, "foreign_l1": 0.0}, 0),
-    "last_l1": ({"layers": (1,), "l1": 0.01, "foreign_l1": 0.0}, 1),
-    "last_l1x3": ({"layers": (1,), "l1": 0.03, "foreign_l1": 0.0}, 1),
-    "last_l1_003": ({"layers": (1,), "l1": 0.003, "foreign_l1": 0.0}, 1),
-    "last_l1_001": ({"layers": (1,), "l1": 0.001, "foreign_l1": 0.0}, 1),
+RECIPES = {  # name -> (routing hparams, layer measured); shared and foreign_l1 given where they differ
+    # from the defaults (now shared = 0.5, foreign_l1 = 1.0); sh<n>: n shared units of the default 64
+    "default": ({}, 0),  # routing's defaults: layers (0,), shared 0.5, foreign_l1 1.0
+    "first_l1": ({"layers": (0,), "l1": 0.01, "foreign_l1": 0.0, "shared": 0}, 0),
+    "last_l1": ({"layers": (1,), "l1": 0.01, "foreign_l1": 0.0, "shared": 0}, 1),
+    "last_l1x3": ({"layers": (1,), "l1": 0.03, "foreign_l1": 0.0, "shared": 0}, 1),
+    "last_l1_003": ({"layers": (1,), "l1": 0.003, "foreign_l1": 0.0, "shared": 0}, 1),
+    "last_l1_001": ({"layers": (1,), "l1": 0.001, "foreign_l1": 0.0, "shared": 0}, 1),
     "last_l1_003_sh8": ({"layers": (1,), "l1": 0.003, "shared": 8, "foreign_l1": 0.0}, 1),
     "last_l1_sh8": ({"layers": (1,), "l1": 0.01, "shared": 8, "foreign_l1": 0.0}, 1),
-    "first_fl1": ({"layers": (0,), "foreign_l1": 0.1}, 0),
-    "first_fl1x10": ({"layers": (0,), "foreign_l1": 1.0}, 0),
-    "first_fl1x30": ({"layers": (0,), "foreign_l1": 3.0}, 0),
-    "first_fl1x100": ({"layers": (0,), "foreign_l1": 10.0}, 0),
-    "last_fl1": ({"layers": (1,), "foreign_l1": 0.1}, 1),
-    "last_fl1x10": ({"layers": (1,), "foreign_l1": 1.0}, 1),
-    "mid_fl1x10": ({"layers": (1,), "foreign_l1": 1.0}, 1),  # with DEPTH=3
-    "mid_l1": ({"layers": (1,), "l1": 0.01, "foreign_l1": 0.0}, 1),  # with DEPTH=3: the middle layer, an unrouted one after it
-    "mid_l1x3": ({"layers": (1,), "l1": 0.03, "foreign_l1": 0.0}, 1),
+    "first_fl1": ({"layers": (0,), "foreign_l1": 0.1, "shared": 0}, 0),
+    "first_fl1x10": ({"layers": (0,), "foreign_l1": 1.0, "shared": 0}, 0),
+    "first_fl1x30": ({"layers": (0,), "foreign_l1": 3.0, "shared": 0}, 0),
+    "first_fl1x100": ({"layers": (0,), "foreign_l1": 10.0, "shared": 0}, 0),
+    "both_fl1x10": ({"layers": (0, 1), "foreign_l1": 1.0, "shared": 0}, 0),
+    "both_fl1x10_at1": ({"layers": (0, 1), "foreign_l1": 1.0, "shared": 0}, 1),
+    "first_fl1x10_sh8": ({"layers": (0,), "foreign_l1": 1.0, "shared": 8}, 0),
+    "first_fl1x10_sh16": ({"layers": (0,), "foreign_l1": 1.0, "shared": 16}, 0),
+    "first_fl1x10_sh24": ({"layers": (0,), "foreign_l1": 1.0, "shared": 24}, 0),
+    "first_fl1x10_sh32": ({"layers": (0,), "foreign_l1": 1.0, "shared": 32}, 0),
+    "last_fl1": ({"layers": (1,), "foreign_l1": 0.1, "shared": 0}, 1),
+    "last_fl1x10": ({"layers": (1,), "foreign_l1": 1.0, "shared": 0}, 1),
+    "mid_fl1x10": ({"layers": (1,), "foreign_l1": 1.0, "shared": 0}, 1),  # with DEPTH=3
+    "mid_l1": ({"layers": (1,), "l1": 0.01, "foreign_l1": 0.0, "shared": 0}, 1),  # with DEPTH=3: the middle layer, an unrouted one after it
+    "mid_l1x3": ({"layers": (1,), "l1": 0.03, "foreign_l1": 0.0, "shared": 0}, 1),
 }
-DEFAULT = ("first_fl1x10", "first_l1", "last_fl1x10")
+DEFAULT = ("default", "first_fl1x10", "first_l1")
 
 
 def train_mse(result) -> float:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 KEYED_DEFAULTS: dict[str, dict[str, object]] = {
     # 2026-12: routing's default recipe holds each block silent on other pieces' inputs
-    # (`foreign_l1`), which localizes every multi-piece task (issue 19); before, 0.
-    "routing": {"foreign_l1": 1.0},
+    # (`foreign_l1`; before, 0) and shares half of each routed layer among all pieces
+    # (`shared`: a fraction of the width; before, 0 units), which localizes every
+    # built-in multi-piece task (issue 19).
+    "routing": {"foreign_l1": 1.0, "shared": 0.5},
 }
 
 

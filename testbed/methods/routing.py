@@ -48,13 +48,14 @@ class BlockSpec:
     Attributes:
         names: block names, in unit order.
         members: piece indices routed into each block.
-        shared: trailing units every example updates.
+        shared: trailing units every example updates: a count, or a fraction of each layer's
+            width (a float in [0, 1); `shared_units`).
         piece_names: the task's pieces (index = ``Batch.piece``).
     """
 
     names: tuple[str, ...]
     members: tuple[tuple[int, ...], ...]
-    shared: int
+    shared: int | float
     piece_names: tuple[str, ...]
     sizes: tuple[float, ...] | None = None  # relative block sizes (None: equal)
 
@@ -72,6 +73,14 @@ class BlockSpec:
         """Piece name -> name of the block it routes into (routed pieces only)."""
         return {self.piece_names[p]: self.names[b] for b, ps in enumerate(self.members) for p in ps}
 
+    def shared_units(self, width: int) -> int:
+        """How many of a ``width``-unit layer's units are shared: ``shared`` itself when it
+        counts units, else that fraction of the width (rounded down), leaving every block at
+        least one unit."""
+        if isinstance(self.shared, float):
+            return max(0, min(int(self.shared * width), width - len(self.names)))
+        return self.shared
+
     def bounds(self, width: int, *, layer: int | None = None) -> list[tuple[int, int]]:
         """[start, end) unit ranges of the blocks on a layer of ``width`` units (the
         shared units are ``width - shared .. width``).
@@ -80,12 +89,13 @@ class BlockSpec:
             ConfigError: shared >= width, or more blocks than non-shared units.
         """
         at = "" if layer is None else f" (hidden layer {layer} has {width} units)"
-        if not 0 <= self.shared < width:
+        shared = self.shared_units(width)
+        if not 0 <= shared < width:
             raise ConfigError(f"{_WHERE}: shared={self.shared} must be >= 0 and < the layer width {width}{at}")
-        free, k = width - self.shared, len(self.names)
+        free, k = width - shared, len(self.names)
         if k > free:
             raise ConfigError(f"{_WHERE}: blocks: {k} blocks ({', '.join(self.names)}) but only {free} "
-                              f"units to split (width {width} - shared {self.shared}){at}; "
+                              f"units to split (width {width} - shared {shared}){at}; "
                               f"accepted: at most {free} blocks")
         if self.sizes is None:
             sizes = [free // k + (1 if j < free % k else 0) for j in range(k)]
@@ -101,22 +111,31 @@ class BlockSpec:
     def units(self, width: int) -> dict[str, np.ndarray]:
         """Block name -> unit indices on a layer of ``width`` units; ``shared`` too when > 0."""
         out = {n: np.arange(a, b) for n, (a, b) in zip(self.names, self.bounds(width), strict=True)}
-        if self.shared:
-            out["shared"] = np.arange(width - self.shared, width)
+        shared = self.shared_units(width)
+        if shared:
+            out["shared"] = np.arange(width - shared, width)
         return out
 
     def mask_table(self, width: int, *, layer: int | None = None) -> np.ndarray:
         """[pieces + 1, width] float32 routing masks; row ``p`` for piece p, the last row
         (all ones) for examples of no piece."""
         table = np.ones((len(self.piece_names) + 1, width), np.float32)
+        shared = self.shared_units(width)
         for (a, b), ps in zip(self.bounds(width, layer=layer), self.members, strict=True):
             for p in ps:
-                table[p, :width - self.shared] = 0.0
+                table[p, :width - shared] = 0.0
                 table[p, a:b] = 1.0
         return table
 
 
-def block_spec(task: Task, blocks: Any = None, routed: str | Sequence[str] = "all", shared: int = 0,
+def _check_shared(shared: Any) -> None:
+    counts = isinstance(shared, int) and not isinstance(shared, bool) and shared >= 0
+    if not (counts or (isinstance(shared, float) and 0.0 <= shared < 1.0)):
+        raise ConfigError(f"{_WHERE}: shared={shared!r}; accepted: a unit count, an integer >= 0 (and < the "
+                          f"layer width), or a fraction of each routed layer's width, a number in [0, 1)")
+
+
+def block_spec(task: Task, blocks: Any = None, routed: str | Sequence[str] = "all", shared: int | float = 0,
                sizes: Sequence[float] | None = None) -> BlockSpec:
     """Resolve a routing configuration against a task's pieces.
 
@@ -130,7 +149,9 @@ def block_spec(task: Task, blocks: Any = None, routed: str | Sequence[str] = "al
             pieces get one block each and every other piece updates all units. With
             ``blocks`` given, ``"all"`` requires every piece to be in a block, and a
             list must name exactly the pieces in the blocks.
-        shared: units at the end of each routed layer that every example updates.
+        shared: units at the end of each routed layer that every example updates: a count
+            (an integer), or a fraction of each layer's width (a float in [0, 1), rounded
+            down, leaving every block at least one unit).
         sizes: relative sizes of the blocks, one positive number per block (None:
             equal); the non-shared units are split in these proportions.
 
@@ -147,8 +168,7 @@ def block_spec(task: Task, blocks: Any = None, routed: str | Sequence[str] = "al
                               f"accepted: {known}")
         return pieces.index(name)
 
-    if not isinstance(shared, int) or isinstance(shared, bool) or shared < 0:
-        raise ConfigError(f"{_WHERE}: shared={shared!r} must be an integer >= 0 (and < the layer width)")
+    _check_shared(shared)
     if isinstance(routed, str):
         if routed != "all":
             raise ConfigError(f"{_WHERE}: routed={routed!r}; accepted: 'all' or a list of piece names ({known})")
@@ -234,7 +254,8 @@ def _spec_of(task: Task, hp: Mapping[str, Any]) -> BlockSpec:
 
 
 @register_method("routing")
-def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any = None, shared: int = 0,
+def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any = None,
+            shared: int | float = keyed_default("routing", "shared"),
             routed: str | Sequence[str] = "all", l1: float = 0.0, sizes: Sequence[float] | None = None,
             foreign_l1: float = keyed_default("routing", "foreign_l1"), **base_hparams) -> Method:
     """Gradient routing around a base method.
@@ -244,7 +265,15 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
         layers: hidden layer indices (0 = first hidden layer) whose gradients are routed.
         blocks: grouping of pieces into blocks (see `block_spec`); default one block per
             routed piece, in task order.
-        shared: units at the end of each routed layer that every example updates.
+        shared: (default 0.5: half of each routed layer; with ``foreign_l1`` the recipe that
+            localizes every built-in multi-piece task, `benchmarks/studies/routing_recipe.py`)
+            units at the end of each routed layer that every example updates: a count (an
+            integer), or a fraction of each layer's width (a float in [0, 1), rounded down,
+            leaving every block at least one unit). Without shared units, a task whose pieces
+            the first layer cannot tell apart (``residue_mod3``: the residue of a binary
+            number) must compute every piece's membership in every block, and ablating one
+            block damages the others too (median own share 0.74 with none, 0.88 with 16 of
+            64 units, 1.00 with 32).
         routed: ``"all"`` or the list of piece names to route; other pieces update every unit.
         sizes: relative block sizes, one per block (None: equal split).
         l1: weight of an L1 penalty on the routed layers' activations (mean absolute
@@ -254,8 +283,7 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
             routing with an L1 penalty in their MNIST autoencoder; without one, units
             shaped by one piece stay active on others and the head reads them
             everywhere, so ablations are not localized (see `testbed.analyses.routing.measure`).
-        foreign_l1: (default 1.0: the recipe that localizes every built-in multi-piece task,
-            `benchmarks/studies/routing_recipe.py`) weight of an L1 penalty on each example's
+        foreign_l1: (default 1.0; see ``shared``) weight of an L1 penalty on each example's
             activations in the *other* pieces' blocks only (mean over examples and units of ``|h| * (1 - mask)``), not
             routed: a block is pushed to silence on the inputs of pieces routed elsewhere,
             and left free on its own. Where a routed layer has trained layers below it,
@@ -278,8 +306,7 @@ def routing(base: str = "mse", layers: int | Sequence[int] = (0,), blocks: Any =
             or len(set(layer_list)) != len(layer_list)):
         raise ConfigError(f"{_WHERE}: layers={layers!r}; accepted: distinct hidden layer indices >= 0 "
                           f"(0 = first hidden layer)")
-    if not isinstance(shared, int) or isinstance(shared, bool) or shared < 0:
-        raise ConfigError(f"{_WHERE}: shared={shared!r} must be an integer >= 0 (and < the layer width)")
+    _check_shared(shared)
     if not (routed == "all" or (isinstance(routed, list | tuple) and all(isinstance(r, str) for r in routed))):
         raise ConfigError(f"{_WHERE}: routed={routed!r}; accepted: 'all' or a list of piece names")
     if not isinstance(l1, int | float) or isinstance(l1, bool) or not 0 <= l1 < float("inf"):

@@ -5,10 +5,10 @@ capability while the other pieces keep most of theirs, which a plainly trained m
 same blocks does not show.
 
 Here: ``two_slopes`` (pieces ``shallow`` x < 0, ``steep`` x >= 0), a one-layer MLP of width 32,
-method ``routing`` with its default recipe (first hidden layer routed, each block held silent on
-the other piece's inputs by ``foreign_l1``: the recipe that localizes every built-in multi-piece
-task, see `benchmarks/studies/routing_recipe.py`; masks alone leave units shaped by one piece
-active on the other), 4 seeds. Measured: the
+method ``routing`` with its default recipe (first hidden layer routed, its second half shared by
+both pieces, each block held silent on the other piece's inputs by ``foreign_l1``: the recipe that
+localizes every built-in multi-piece task, see `benchmarks/studies/routing_recipe.py`; masks alone
+leave units shaped by one piece active on the other), 4 seeds. Measured: the
 median localization score, the own piece's share of the ablation damage (1: only the own piece
 is hurt, 0.5: both equally). Band [0.8, 1]; the plain model's score is reported beside.
 """
