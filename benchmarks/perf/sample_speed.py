@@ -1,7 +1,7 @@
 """Training-batch sampling cost per step, as the engine pays it: 32 seeds on one device.
 
-Compares, side by side in one run, ``task.sample`` (rejection sampling: an
-associative scan ranks the accepted candidates and one scatter places them) with
+Compares, side by side in one run, ``task.sample`` (rejection sampling: a
+running count (jnp.cumsum) ranks the accepted candidates and one scatter places them) with
 the previous form (``jnp.nonzero`` then a gather), and with a bare ``uniform`` draw of
 the same batch (the floor: no split, no targets). Both rejection forms return the same
 points (checked here).
