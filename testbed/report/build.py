@@ -13,7 +13,7 @@ from pathlib import Path
 from testbed.analyses.base import Figure, all_analyses
 from testbed.core.plugins import PluginError, load_plugins
 from testbed.report.compare import FINDINGS, comparison, measured, render_findings, render_markdown
-from testbed.report.drawing import draw_figures
+from testbed.report.drawing import FigurePool, draw_figures
 from testbed.report.html import write_report
 from testbed.report.tables import write_tables
 from testbed.suites.runner import write_timing
@@ -159,6 +159,15 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     if reuse and (md := cached(root, "report", fp)) is not None:
         return md, root / "report.html"
     clock = _Clock()
+    pool = FigurePool.start() if figures else None  # its workers start while the tables are read
+    try:
+        return _build(root, suite, clock, pool, fp, figures=figures, svg=svg)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _build(root: Path, suite: Suite | None, clock, pool, fp: str, *, figures: bool, svg: bool) -> tuple[str, Path]:
     tables = analysed_tables(root, suite)
     clock.lap("read_s")
     compared, markdown = _write_tables(root, tables, fingerprint(root, suite, part="tables"))
@@ -170,7 +179,7 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
         for old in fig_dir.glob("[0-9][0-9].*") if fig_dir.is_dir() else []:  # numbered files of older reports
             old.unlink()
         saved = draw_figures(tables, [a for a in all_analyses() if a.figures is not None and measured(a, tables)],
-                             fig_dir, ("png", "svg") if svg else ("png",))
+                             fig_dir, ("png", "svg") if svg else ("png",), pool=pool)
     clock.lap("figures_s")
     sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
                 if name != FINDINGS and not name.endswith("_long") and not df.empty]

@@ -4,7 +4,9 @@ Figures are most of a report's time (matplotlib's layout and rendering: one core
 and analyses draw independently of each other. `draw_figures` gives each analysis to a
 worker process, started with ``spawn`` (never forked from a process that runs JAX; the
 figure code imports no JAX), which receives the suite's tables once, draws and saves that
-analysis's figures and returns their captions and paths. The files are the same bytes as
+analysis's figures and returns their captions and paths. This process is one of the
+drawers: it takes analyses from the end of the list while the workers take them from the
+front (a worker needs ~2 s to start; this one has everything imported already). The files are the same bytes as
 when drawn in one process, and the report lists them in the same order
 (`testbed.report.build.suite_figures`' order: figures over every task first, then each
 task's together).
@@ -24,9 +26,6 @@ from testbed.analyses.base import Analysis, make_analysis
 from testbed.core.style import save
 
 WORKERS_ENV = "TESTBED_FIGURE_WORKERS"
-
-_TABLES: dict | None = None  # a worker's copy of the suite tables
-
 
 def figure_workers(jobs: int) -> int:
     """Processes to draw ``jobs`` analyses' figures with: ``TESTBED_FIGURE_WORKERS``, or the cores."""
@@ -48,20 +47,28 @@ def order(figures: Sequence[tuple[str | None, str, Path]]) -> list[tuple[str, Pa
 
 
 def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, formats: tuple[str, ...],
-                 workers: int | None = None) -> list[tuple[str, Path]]:
+                 workers: int | None = None, pool: FigurePool | None = None) -> list[tuple[str, Path]]:
     """Draw and save every figure of ``analyses`` under ``fig_dir``; (caption, first file) each,
-    in report order. Several processes when ``workers`` (default `figure_workers`) > 1; if
-    they cannot start, drawn here instead (with a warning)."""
+    in report order. Several processes when ``workers`` (default `figure_workers`) > 1, or on
+    ``pool`` (started ahead: `FigurePool.start`); if they cannot start, drawn here instead
+    (with a warning)."""
     names = [a.name for a in analyses]
-    n = figure_workers(len(names)) if workers is None else max(1, min(workers, len(names)))
+    own = pool is None
+    if own:
+        n = figure_workers(len(names)) if workers is None else max(1, min(workers, len(names)))
+        pool = FigurePool.start(n) if n > 1 and len(names) > 1 else None
     drawn: dict[str, list] = {}
-    if n > 1:
-        try:
-            drawn = _in_processes(tables, names, fig_dir, formats, n)
-        except (OSError, RuntimeError, ImportError) as e:  # a broken pool: draw here, lose nothing
-            warnings.warn(f"drawing figures in {n} processes failed ({e}); drawing them in this one",
-                          RuntimeWarning, stacklevel=2)
-            drawn = {}
+    try:
+        if pool is not None and len(names) > 1:
+            drawn = pool.draw(tables, names, fig_dir, formats,
+                              lambda name: _draw(make_analysis(name), tables, fig_dir, formats))
+    except (OSError, RuntimeError, ImportError) as e:  # a broken pool: draw here, lose nothing
+        warnings.warn(f"drawing figures in {pool.workers + 1} processes failed ({e}); drawing them in this one",
+                      RuntimeWarning, stacklevel=2)
+        drawn = {}
+    finally:
+        if own and pool is not None:
+            pool.close()
     for a in analyses:
         if a.name not in drawn:
             drawn[a.name] = _draw(a, tables, fig_dir, formats)
@@ -75,26 +82,89 @@ def _draw(a: Analysis, tables: dict, fig_dir: Path, formats: tuple[str, ...]) ->
     return out
 
 
-def _in_processes(tables, names, fig_dir, formats, n) -> dict[str, list]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+def tables_for(name: str, tables: dict) -> dict:
+    """The tables an analysis's figures may read: its own (`Analysis.tables`) and every table
+    no analysis declares (history, runs, batch_loss, derived ones), not other analyses' own
+    (the probes table alone is most of a suite's bytes, and a worker gets what it draws from)."""
+    from testbed.analyses.base import all_analyses
 
-    from testbed.core.plugins import loaded
-
-    ctx = multiprocessing.get_context("spawn")
-    try:
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_start,
-                                 initargs=(tables, loaded())) as pool:
-            futures = {name: pool.submit(_draw_named, name, fig_dir, formats) for name in names}
-            return {name: fut.result() for name, fut in futures.items()}
-    except BrokenProcessPool as e:
-        raise RuntimeError(f"a figure process died: {e}") from None
+    others = {t for a in all_analyses() if a.name != name for t in a.tables} - set(make_analysis(name).tables)
+    return {k: v for k, v in tables.items() if k not in others}
 
 
-def _start(tables: dict, plugins: list[str]) -> None:
-    """A worker: keep the tables, load the plug-ins the parent has (their analyses draw too)."""
-    global _TABLES
+class FigurePool:
+    """Worker processes for figures, started with ``spawn`` before the tables are read (a
+    worker needs ~2 s to start: importing the figure code overlaps the reading)."""
+
+    def __init__(self, executor, workers: int):
+        self.executor, self.workers = executor, workers
+
+    @classmethod
+    def start(cls, n: int | None = None) -> FigurePool | None:
+        """``n`` drawers (default `figure_workers` over the analyses that draw): this process and
+        ``n - 1`` workers; None when ``n`` is 1 or they cannot start."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from testbed.analyses.base import all_analyses
+        from testbed.core.plugins import loaded
+
+        n = figure_workers(sum(a.figures is not None for a in all_analyses())) if n is None else n
+        if n <= 1:
+            return None
+        try:
+            ex = ProcessPoolExecutor(max_workers=n - 1, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_start, initargs=(loaded(),))
+            for _ in range(n - 1):
+                ex.submit(_ready)  # start the workers now
+        except (OSError, RuntimeError) as e:
+            warnings.warn(f"figure processes did not start ({e}); drawing in this one", RuntimeWarning, stacklevel=2)
+            return None
+        return cls(ex, n - 1)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def draw(self, tables, names, fig_dir, formats, draw_here) -> dict[str, list]:
+        """The workers and this process (``draw_here``) draw ``names``' figures: the workers
+        take analyses from the front of a queue, one at a time each (the next is handed over as
+        one finishes), and this process takes them from the back. The queue is ordered by the
+        bytes of tables each would ship to a worker, largest last: this process draws those."""
+        import pickle
+        import threading
+        from collections import deque
+        from concurrent.futures import wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        size = {name: sum(len(pickle.dumps(t, protocol=5)) if not hasattr(t, "memory_usage")
+                          else int(t.memory_usage(deep=False).sum()) for t in tables_for(name, tables).values())
+                for name in names}
+        todo, lock, jobs = deque(sorted(names, key=lambda nm: size[nm])), threading.Lock(), {}
+
+        def hand_out(_done=None) -> None:  # also called back (on the pool's thread) as a job ends
+            with lock:
+                while todo and sum(not f.done() for f in jobs.values()) < self.workers:
+                    name = todo.popleft()
+                    jobs[name] = self.executor.submit(_draw_named, name, tables_for(name, tables), fig_dir, formats)
+                    jobs[name].add_done_callback(hand_out)
+
+        try:
+            hand_out()
+            drawn = {}
+            while True:
+                with lock:
+                    name = todo.pop() if todo else None
+                if name is None:
+                    break
+                drawn[name] = draw_here(name)
+            wait(list(jobs.values()))
+            return {name: drawn[name] if name in drawn else jobs[name].result() for name in names}
+        except BrokenProcessPool as e:
+            raise RuntimeError(f"a figure process died: {e}") from None
+
+
+def _start(plugins: list[str]) -> None:
+    """A worker: load the plug-ins the parent has (their analyses draw too) and the figure code."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,10 +172,23 @@ def _start(tables: dict, plugins: list[str]) -> None:
         from testbed.core.plugins import load_plugins
 
         load_plugins(plugins)
-    _TABLES = tables
+    import importlib
+
+    import matplotlib.pyplot  # noqa: F401
+
+    from testbed.analyses.base import all_analyses
+
+    for a in all_analyses():  # import the figure code now, not with the first job
+        if a.figures is not None:
+            try:  # the built-ins keep it in <package>.figures
+                importlib.import_module(a.figures.__module__.rpartition(".")[0] + ".figures")
+            except ImportError:
+                pass
 
 
-def _draw_named(name: str, fig_dir: Path, formats: tuple[str, ...]) -> list[tuple[str | None, str, Path]]:
-    assert _TABLES is not None
-    return _draw(make_analysis(name), _TABLES, fig_dir, formats)
+def _ready() -> None:
+    return None
 
+
+def _draw_named(name: str, tables: dict, fig_dir: Path, formats: tuple[str, ...]) -> list[tuple[str | None, str, Path]]:
+    return _draw(make_analysis(name), tables, fig_dir, formats)

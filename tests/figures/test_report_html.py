@@ -77,8 +77,14 @@ def test_figures_drawn_in_processes_are_the_same_files_in_the_same_order(tables,
     from testbed.report.drawing import draw_figures, figure_workers
 
     analyses = [a for a in all_analyses() if a.figures is not None and measured(a, tables)]
+    from testbed.report import drawing
+
     one = draw_figures(tables, analyses, tmp_path / "one", ("png",), workers=1)
+    here = []  # what this process draws with one worker beside it: some, not all
+    real = drawing._draw
+    monkeypatch.setattr(drawing, "_draw", lambda a, *args: here.append(a.name) or real(a, *args))
     two = draw_figures(tables, analyses, tmp_path / "two", ("png",), workers=2)
+    assert len(analyses) >= 2 and 0 < len(here) < len(analyses), here
     assert [c for c, _ in one] == [c for c, _ in two] == [f.caption for f in suite_figures(tables)]
     for (_, a), (_, b) in zip(one, two, strict=True):
         assert a.name == b.name and a.read_bytes() == b.read_bytes()
