@@ -51,7 +51,9 @@ def routing_figure(tables: dict[str, pd.DataFrame], task: str) -> Figure | None:
             ax.bar(np.arange(len(blocks)) + (j - (len(pieces) - 1) / 2) * width, vals, width,
                    color=colors[p], label=p)
         ax.set_yscale("log")
-        ax.set_xticks(np.arange(len(blocks)), [f"ablate {b}" if b != "none" else "intact" for b in blocks])
+        # block names alone: "ablate <piece>" for 5-6 blocks ran into each other
+        ax.set_xticks(np.arange(len(blocks)), [b if b != "none" else "intact" for b in blocks], fontsize=8)
+        ax.set_xlabel("ablated block", fontsize=9)
         ax.set_ylabel("train loss")
         ax.set_title(lab, loc="left", fontsize=10)
         r = rec[rec["method"].astype(str) == lab]
