@@ -62,10 +62,9 @@ def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, form
         if pool is not None and len(names) > 1:
             drawn = pool.draw(tables, names, fig_dir, formats,
                               lambda name: _draw(make_analysis(name), tables, fig_dir, formats))
-    except (OSError, RuntimeError, ImportError) as e:  # a broken pool: draw here, lose nothing
-        warnings.warn(f"drawing figures in {pool.workers + 1} processes failed ({e}); drawing them in this one",
-                      RuntimeWarning, stacklevel=2)
-        drawn = {}
+            if pool.failed:  # a broken pool: what it did not draw is drawn here, nothing drawn is lost
+                warnings.warn(f"drawing figures in {pool.workers + 1} processes failed ({pool.failed}); drawing "
+                              f"the rest in this one", RuntimeWarning, stacklevel=2)
     finally:
         if own and pool is not None:
             pool.close()
@@ -98,6 +97,7 @@ class FigurePool:
 
     def __init__(self, executor, workers: int):
         self.executor, self.workers = executor, workers
+        self.failed: str | None = None  # why a worker's job failed (its analyses are drawn here instead)
 
     @classmethod
     def start(cls, n: int | None = None) -> FigurePool | None:
@@ -134,23 +134,33 @@ class FigurePool:
         import threading
         from collections import deque
         from concurrent.futures import wait
-        from concurrent.futures.process import BrokenProcessPool
 
         size = {name: sum(len(pickle.dumps(t, protocol=5)) if not hasattr(t, "memory_usage")
                           else int(t.memory_usage(deep=False).sum()) for t in tables_for(name, tables).values())
                 for name in names}
         todo, lock, jobs = deque(sorted(names, key=lambda nm: size[nm])), threading.Lock(), {}
+        stop = threading.Event()
 
-        def hand_out(_done=None) -> None:  # also called back (on the pool's thread) as a job ends
+        def hand_out(done=None) -> None:  # also called back (on the pool's thread) as a job ends
+            if stop.is_set() or (done is not None and (done.cancelled() or done.exception() is not None)):
+                return  # a failed or broken job: this process draws what is left
+            new = []
             with lock:
                 while todo and sum(not f.done() for f in jobs.values()) < self.workers:
                     name = todo.popleft()
-                    jobs[name] = self.executor.submit(_draw_named, name, tables_for(name, tables), fig_dir, formats)
-                    jobs[name].add_done_callback(hand_out)
+                    try:
+                        jobs[name] = self.executor.submit(_draw_named, name, tables_for(name, tables), fig_dir,
+                                                          formats)
+                    except RuntimeError:  # shut down or broken meanwhile
+                        todo.appendleft(name)
+                        return
+                    new.append(jobs[name])
+            for f in new:  # outside the lock: a job done already calls back at once, in this thread
+                f.add_done_callback(hand_out)
 
+        drawn: dict[str, list] = {}
         try:
             hand_out()
-            drawn = {}
             while True:
                 with lock:
                     name = todo.pop() if todo else None
@@ -158,9 +168,19 @@ class FigurePool:
                     break
                 drawn[name] = draw_here(name)
             wait(list(jobs.values()))
-            return {name: drawn[name] if name in drawn else jobs[name].result() for name in names}
-        except BrokenProcessPool as e:
-            raise RuntimeError(f"a figure process died: {e}") from None
+        finally:
+            stop.set()
+        for name, job in jobs.items():
+            try:
+                drawn[name] = job.result()
+            except KeyError as e:  # it reads a table it did not declare (`Analysis.tables`): draw it here
+                warnings.warn(f"analysis {name!r}: its figures read the table {e} that its Analysis.tables does "
+                              f"not name; drawn in this process (declare it to draw it in parallel)",
+                              RuntimeWarning, stacklevel=3)
+                drawn[name] = draw_here(name)
+            except Exception as e:  # noqa: BLE001  (a broken pool; or a figure failing there fails here too)
+                self.failed = f"{type(e).__name__}: {e}"
+        return drawn
 
 
 def _start(plugins: list[str]) -> None:
@@ -179,10 +199,11 @@ def _start(plugins: list[str]) -> None:
     from testbed.analyses.base import all_analyses
 
     for a in all_analyses():  # import the figure code now, not with the first job
-        if a.figures is not None:
-            try:  # the built-ins keep it in <package>.figures
-                importlib.import_module(a.figures.__module__.rpartition(".")[0] + ".figures")
-            except ImportError:
+        package = a.figures.__module__.rpartition(".")[0] if a.figures is not None else ""
+        if package:  # the built-ins keep it in <package>.figures; a plug-in file has no package
+            try:
+                importlib.import_module(package + ".figures")
+            except Exception:  # noqa: BLE001  (only a head start: the job imports what it needs)
                 pass
 
 

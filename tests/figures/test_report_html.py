@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -93,3 +94,69 @@ def test_figures_drawn_in_processes_are_the_same_files_in_the_same_order(tables,
     monkeypatch.setenv("TESTBED_FIGURE_WORKERS", "many")
     with pytest.raises(ValueError, match="TESTBED_FIGURE_WORKERS='many'"):
         figure_workers(4)
+
+
+PLUGIN = '''
+import matplotlib.pyplot as plt
+import testbed
+from testbed.analyses.base import Analysis, Figure
+
+for i in range(4):  # figures done at once: a worker's job ends before its callback is added
+    testbed.register_analysis(f"quick{i}")(lambda i=i: Analysis(f"quick{i}", figures=lambda tables: []))
+
+
+@testbed.register_analysis("peek")
+def peek():  # reads the probes analysis's table without declaring it (Analysis.tables)
+    def figures(tables):
+        fig, ax = plt.subplots()
+        ax.plot(range(min(10, len(tables["probes"]))))
+        return [Figure("peek", "peek: probes rows", fig)]
+    return Analysis("peek", figures=figures)
+'''
+
+SCRIPT = '''
+import sys, warnings
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from figure_tables import synthetic_tables
+from testbed.analyses.base import all_analyses, make_analysis
+from testbed.core.plugins import load_plugins
+from testbed.report import drawing
+from testbed.report.compare import measured
+
+if __name__ == "__main__":
+    load_plugins([{plugin!r}])  # a plug-in file: its module has no package
+    tables = synthetic_tables()
+    quick = [make_analysis(f"quick{{i}}") for i in range(4)]
+    pool = drawing.FigurePool.start(3)
+    for _ in range(300):  # once hung within ~100 rounds (a lock taken twice by one thread)
+        drawing.draw_figures(tables, quick, Path({out!r}), ("png",), pool=pool)
+    pool.close()
+    analyses = [a for a in all_analyses() if a.figures is not None and measured(a, tables)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        one = drawing.draw_figures(tables, analyses, Path({out!r}) / "one", ("png",), workers=1)
+        three = drawing.draw_figures(tables, analyses, Path({out!r}) / "three", ("png",), workers=3)
+    assert [c for c, _ in one] == [c for c, _ in three] and "peek: probes rows" in [c for c, _ in one]
+    assert all(a.read_bytes() == b.read_bytes() for (_, a), (_, b) in zip(one, three))
+    said = [str(w.message) for w in caught]
+    assert not any("failed" in m for m in said), said  # the workers started (no package is fine)
+    print("ok", said)
+'''
+
+
+def test_the_figure_pool_survives_instant_jobs_plugin_files_and_undeclared_tables(tmp_path):
+    """Three things a review of the figure pool found, each once broken: jobs that finish before
+    their callback is added (a hang), analyses from a plug-in file (their workers failed to start),
+    and a figure reading a table it does not declare (a KeyError in a worker: now drawn here, with a
+    warning naming the table)."""
+    import subprocess
+    import sys
+
+    plugin = tmp_path / "figure_plugin.py"
+    plugin.write_text(PLUGIN)
+    code = SCRIPT.format(tests=str(Path(__file__).parent), plugin=str(plugin), out=str(tmp_path / "figs"))
+    (tmp_path / "run.py").write_text(code)
+    out = subprocess.run([sys.executable, str(tmp_path / "run.py")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-3000:]
+    assert "the table 'probes' that its Analysis.tables does not name" in out.stdout
