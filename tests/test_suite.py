@@ -334,7 +334,7 @@ def test_a_suite_that_would_not_fit_in_memory_is_refused_before_any_cell_runs(tm
     assert not list((tmp_path / "r" / "tiny").glob("*/DONE"))
 
 
-def test_a_changed_default_enters_only_its_methods_cell_keys(tmp_path):
+def test_a_changed_default_enters_only_its_methods_cell_keys(tmp_path, monkeypatch):
     from testbed.core.keyed import KEYED_DEFAULTS
 
     def cell(methods: str, name: str):
@@ -351,6 +351,18 @@ def test_a_changed_default_enters_only_its_methods_cell_keys(tmp_path):
     staged = TINY_SUITE.replace("evals = 3", 'evals = 3\nstages = [{ steps = 20, method = "routing" }, { steps = 10 }]')
     (st,) = [c for c in load_suite(write(tmp_path, staged, "e.toml")).cells if c.task == "sine_line"]
     assert st.config()["train"]["stages"][0]["method"] == {"name": "routing", **KEYED_DEFAULTS["routing"]}
+    # a plain cell that the routing analysis measures on routing's default blocks is keyed by them
+    routed_analysis = TINY_SUITE.replace("seeds = 2", 'seeds = 2\nanalyses = ["routing"]')
+
+    def measured_cell(name):
+        return next(c for c in load_suite(write(tmp_path, routed_analysis, name)).cells if c.task == "sine_line")
+
+    before = measured_cell("g.toml")
+    assert before.config()["analysis_defaults"] == {"routing": KEYED_DEFAULTS["routing"]}
+    before_key, plain_key = before.key, plain.key
+    monkeypatch.setitem(KEYED_DEFAULTS, "routing", {**KEYED_DEFAULTS["routing"], "shared": 0.25})
+    assert measured_cell("h.toml").key != before_key and cell('"mse"', "i.toml").key == plain_key
+    monkeypatch.undo()
     # both spellings in one grid are one configuration twice: refused, naming both
     with pytest.raises(SuiteError, match=r"field 'grid': two cells are the same configuration: sine_line / "
                                          r"\{'name': 'routing'\}.* and sine_line / \{'name': 'routing', 'foreign_l1'"):

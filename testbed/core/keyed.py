@@ -21,5 +21,17 @@ KEYED_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+# An analysis that measures a cell of another method on this method's defaults: the routing
+# analysis measures a plain model on the blocks of a default `routing` method, so the cells it
+# runs on are keyed by routing's defaults too (a changed default redoes them).
+ANALYSIS_DEFAULTS: dict[str, str] = {"routing": "routing"}  # analysis -> method
+
+
+def analysis_defaults(analyses, method: str) -> dict[str, dict[str, object]]:
+    """The keyed defaults ``analyses`` measure a ``method`` cell with (none for its own method's)."""
+    return {a: KEYED_DEFAULTS[m] for a in analyses if (m := ANALYSIS_DEFAULTS.get(a)) and m != method
+            and m in KEYED_DEFAULTS}
+
+
 def keyed_default(method: str, name: str) -> object:
     return KEYED_DEFAULTS[method][name]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.core.errors import is_count
-from testbed.core.keyed import KEYED_DEFAULTS
+from testbed.core.keyed import KEYED_DEFAULTS, analysis_defaults
 from testbed.core.registry import freeze
 from testbed.suites.store import cell_key
 
@@ -66,6 +66,8 @@ class Cell:
                "seeds": list(self.seeds), "sweeps": {k: list(v) for k, v in self.sweeps}}
         if self.analyses:  # absent when empty, so cells without extra analyses keep their keys
             cfg["analyses"] = list(self.analyses)
+            if extra := analysis_defaults(self.analyses, self.method.name):  # `testbed.core.keyed`
+                cfg["analysis_defaults"] = extra
         if self.kind != "rows":
             cfg["kind"] = self.kind
         return cfg
