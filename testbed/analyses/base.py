@@ -63,6 +63,8 @@ class Analysis(NamedTuple):
         tables: names of the per-cell tables its comparison and figures need (stored as
             ``<name>.parquet`` in the cell's folder, read back by `testbed.load_tables`); it
             compares and draws only when a suite has them all. ``measure`` may return more.
+            A report's figure processes send its figures these and the tables no analysis
+            names (history, runs, batch_loss, derived ones), not other analyses' own.
         applies: (task, method) -> whether it measures a cell; default every cell.
         measure: (task, method, result) -> {table: DataFrame}: per-cell tables from a
             finished `RunResult`; it may train again through `testbed.train`. Rows of a
