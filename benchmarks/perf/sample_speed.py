@@ -2,9 +2,10 @@
 
 Compares, side by side in one run, ``task.sample`` (rejection sampling: a
 running count (jnp.cumsum) ranks the accepted candidates and one scatter places them) with
-the previous form (``jnp.nonzero`` then a gather), and with a bare ``uniform`` draw of
-the same batch (the floor: no split, no targets). Both rejection forms return the same
-points (checked here).
+the form before it (an associative scan ranks them), the one before that (``jnp.nonzero``
+then a gather), and a bare ``uniform`` draw of the same batch (the floor: no split, no
+targets); and the seconds to compile a draw, with cumsum and with the scan. All rejection
+forms return the same points (checked here).
 
     python benchmarks/perf/sample_speed.py [--tasks sine_line checkerboard] [--batch 256]
 """
@@ -43,7 +44,33 @@ def main() -> None:
         piece = task.piece_of_raw(raw)
         return Batch(task.domain.encode(raw), task.target_of_raw(raw, piece), piece)
 
+    def scanned(task, key, n, split):  # task.sample as it was before jnp.cumsum: an associative scan ranks
+        s = task.split(split)
+        m = candidates_needed(n, s.rate, rate_floor=1.5e-4)
+        low, high = jnp.asarray(s.low, jnp.float32), jnp.asarray(s.high, jnp.float32)
+        cand = jax.random.uniform(key, (m, task.dim), jnp.float32, low[None, :], high[None, :])
+        ok = s.where(cand)
+        rank = jax.lax.associative_scan(jnp.add, ok.astype(jnp.int32)) - 1
+        count = rank[-1] + 1
+        slot = jnp.where(ok & (rank < n), rank, n)
+        out = jnp.zeros((n, task.dim), jnp.float32).at[slot].set(cand, mode="drop")
+        j = jnp.arange(n)
+        reused = jnp.where(count > 0, out[j % jnp.maximum(count, 1)], cand[j % m])
+        raw = jnp.where((j < count)[:, None], out, reused)
+        piece = task.piece_of_raw(raw)
+        return Batch(task.domain.encode(raw), task.target_of_raw(raw, piece), piece)
+
     keys = jax.random.split(jax.random.key(0), args.seeds)
+
+    def compile_s(draw) -> float:
+        """Seconds to compile a program drawing one batch per seed (best of 3, fresh each time)."""
+        best = float("inf")
+        for _ in range(3):
+            fn = jax.jit(jax.vmap(lambda k: draw(k)))  # a new function: nothing cached
+            t0 = time.perf_counter()
+            fn.lower(keys).compile()
+            best = min(best, time.perf_counter() - t0)
+        return best
 
     def per_step_us(draw) -> float:
         def body(i, acc):
@@ -59,17 +86,22 @@ def main() -> None:
         return best
 
     n = args.batch
-    print(f"{args.seeds} seeds x batch {n}, one device; microseconds per training step (best of 3)")
-    print(f"{'task':14s} {'task.sample':>12s} {'previous':>10s} {'uniform':>9s}  same points")
+    print(f"{args.seeds} seeds x batch {n}, one device; microseconds per training step (best of 3), and "
+          "seconds to compile one draw (best of 3)")
+    print(f"{'task':14s} {'task.sample':>12s} {'assoc scan':>11s} {'nonzero':>9s} {'uniform':>9s} "
+          f"{'compile s':>10s} {'assoc scan':>11s}  same points")
     for name in args.tasks:
         task = testbed.make_task(name)
         k = jax.random.key(7)
-        same = bool(jnp.all(task.sample(k, n, "train").x == previous(task, k, n, "train").x))
+        x = task.sample(k, n, "train").x
+        same = bool(jnp.all(x == previous(task, k, n, "train").x) & jnp.all(x == scanned(task, k, n, "train").x))
+        forms = {f: (lambda k, task=task, f=f: f(task, k, n, "train")) for f in (previous, scanned)}
         now = per_step_us(lambda k, task=task: task.sample(k, n, "train"))
-        old = per_step_us(lambda k, task=task: previous(task, k, n, "train"))
+        scan, old = per_step_us(forms[scanned]), per_step_us(forms[previous])
         floor = per_step_us(lambda k, task=task: Batch(jax.random.uniform(k, (n, task.in_dim)),
                                                        jnp.zeros(n), jnp.zeros(n, jnp.int32)))
-        print(f"{name:14s} {now:12.1f} {old:10.1f} {floor:9.1f}  {same}")
+        c_now, c_scan = compile_s(lambda k, task=task: task._sample(k, n, "train")), compile_s(forms[scanned])
+        print(f"{name:14s} {now:12.1f} {scan:11.1f} {old:9.1f} {floor:9.1f} {c_now:10.3f} {c_scan:11.3f}  {same}")
 
 
 if __name__ == "__main__":

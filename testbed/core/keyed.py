@@ -33,5 +33,12 @@ def analysis_defaults(analyses, method: str) -> dict[str, dict[str, object]]:
             and m in KEYED_DEFAULTS}
 
 
+def with_defaults(method: dict) -> dict:
+    """A method's config (``{"name": ..., options...}``) with its keyed defaults filled in under
+    the options it gives: what a cell's key hashes."""
+    name = method["name"]
+    return {"name": name, **KEYED_DEFAULTS.get(name, {}), **{k: v for k, v in method.items() if k != "name"}}
+
+
 def keyed_default(method: str, name: str) -> object:
     return KEYED_DEFAULTS[method][name]

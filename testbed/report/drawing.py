@@ -2,14 +2,13 @@
 
 Figures are most of a report's time (matplotlib's layout and rendering: one core each),
 and analyses draw independently of each other. `draw_figures` gives each analysis to a
-worker process, started with ``spawn`` (never forked from a process that runs JAX; the
-figure code imports no JAX), which receives the suite's tables once, draws and saves that
-analysis's figures and returns their captions and paths. This process is one of the
-drawers: it takes analyses from the end of the list while the workers take them from the
-front (a worker needs ~2 s to start; this one has everything imported already). The files are the same bytes as
-when drawn in one process, and the report lists them in the same order
-(`testbed.report.build.suite_figures`' order: figures over every task first, then each
-task's together).
+worker process (`FigurePool`, started with ``spawn``: never forked from a process that runs
+JAX; the figure code imports no JAX), which receives the tables that analysis reads
+(`tables_for`), draws and saves its figures and returns their captions and paths. This
+process is one of the drawers: it takes analyses from the back of the queue while the
+workers take them from the front. The files are the same bytes as when drawn in one
+process, and the report lists them in the same order (`testbed.report.build.suite_figures`'
+order: figures over every task first, then each task's together).
 
 ``TESTBED_FIGURE_WORKERS`` sets the number of processes (1: draw here, in this process;
 default: the cores, at most one per analysis).
@@ -56,12 +55,12 @@ def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, form
     own = pool is None
     if own:
         n = figure_workers(len(names)) if workers is None else max(1, min(workers, len(names)))
-        pool = FigurePool.start(n) if n > 1 and len(names) > 1 else None
+        pool = FigurePool.start(n) if n > 1 else None
     drawn: dict[str, list] = {}
     try:
         if pool is not None and len(names) > 1:
             drawn = pool.draw(tables, names, fig_dir, formats,
-                              lambda name: _draw(make_analysis(name), tables, fig_dir, formats))
+                              lambda name: _draw_named(name, tables, fig_dir, formats))
             if pool.failed:  # a broken pool: what it did not draw is drawn here, nothing drawn is lost
                 warnings.warn(f"drawing figures in {pool.workers + 1} processes failed ({pool.failed}); drawing "
                               f"the rest in this one", RuntimeWarning, stacklevel=2)
@@ -130,15 +129,14 @@ class FigurePool:
         take analyses from the front of a queue, one at a time each (the next is handed over as
         one finishes), and this process takes them from the back. The queue is ordered by the
         bytes of tables each would ship to a worker, largest last: this process draws those."""
-        import pickle
         import threading
         from collections import deque
         from concurrent.futures import wait
 
-        size = {name: sum(len(pickle.dumps(t, protocol=5)) if not hasattr(t, "memory_usage")
-                          else int(t.memory_usage(deep=False).sum()) for t in tables_for(name, tables).values())
-                for name in names}
-        todo, lock, jobs = deque(sorted(names, key=lambda nm: size[nm])), threading.Lock(), {}
+        shipped = {name: tables_for(name, tables) for name in names}
+        size = {name: sum(int(t.memory_usage(deep=False).sum()) for t in ts.values() if hasattr(t, "memory_usage"))
+                for name, ts in shipped.items()}
+        todo, lock, jobs = deque(sorted(names, key=size.__getitem__)), threading.Lock(), {}
         stop = threading.Event()
 
         def hand_out(done=None) -> None:  # also called back (on the pool's thread) as a job ends
@@ -149,8 +147,7 @@ class FigurePool:
                 while todo and sum(not f.done() for f in jobs.values()) < self.workers:
                     name = todo.popleft()
                     try:
-                        jobs[name] = self.executor.submit(_draw_named, name, tables_for(name, tables), fig_dir,
-                                                          formats)
+                        jobs[name] = self.executor.submit(_draw_named, name, shipped[name], fig_dir, formats)
                     except RuntimeError:  # shut down or broken meanwhile
                         todo.appendleft(name)
                         return

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.core.errors import is_count
-from testbed.core.keyed import KEYED_DEFAULTS, analysis_defaults
+from testbed.core.keyed import analysis_defaults, with_defaults
 from testbed.core.registry import freeze
 from testbed.suites.store import cell_key
 
@@ -60,8 +60,8 @@ class Cell:
             train["stages"] = stage_dicts(self)
         if self.kind != "rows":  # absent for rows, so their keys stay what they were
             train = {k: (thaw(v) if isinstance(v, tuple) and v and v[0] == "<map>" else v) for k, v in train.items()}
-        method = {"name": self.method.name, **KEYED_DEFAULTS.get(self.method.name, {}), **self.method.options}
-        cfg = {"task": self.task, "params": dict(self.params), "method": method,
+        cfg = {"task": self.task, "params": dict(self.params),
+               "method": with_defaults(self.method.as_dict()),
                "model": self.model.as_dict(), "optimizer": self.optimizer.as_dict(), "train": train,
                "seeds": list(self.seeds), "sweeps": {k: list(v) for k, v in self.sweeps}}
         if self.analyses:  # absent when empty, so cells without extra analyses keep their keys
@@ -194,9 +194,8 @@ def stage_dicts(cell: Cell) -> list[dict[str, Any]]:
         for part in ("method", "optimizer"):
             if isinstance(d.get(part), str):
                 d[part] = {"name": d[part]}
-        if isinstance(d.get("method"), dict) and d["method"].get("name") in KEYED_DEFAULTS:
-            m = d["method"]  # a changed default enters the key here too (`testbed.core.keyed`)
-            d["method"] = {"name": m["name"], **KEYED_DEFAULTS[m["name"]], **{k: v for k, v in m.items() if k != "name"}}
+        if isinstance(d.get("method"), dict) and "name" in d["method"]:
+            d["method"] = with_defaults(d["method"])  # a changed default enters the key here too
         out.append(d)
     return out
 

@@ -414,7 +414,7 @@ def _eval_data(st: Static) -> EvalData:
     """The fixed evaluation sets (key 0), their grouping weights and the probes."""
     task = st.task
     batch, probe = _sample_eval(task, st.eval_size, st.probe_points)
-    n_groups = len(task.pieces) + 1
+    n_groups = _n_groups(task)
     split_id = np.repeat(np.arange(len(task.splits)), st.eval_size)
     piece = np.asarray(batch.piece)
     onehot = np.zeros((len(piece), len(task.splits) * n_groups), np.float32)
@@ -431,9 +431,13 @@ def _eval_shapes(st: Static) -> EvalData:
     evaluation sets' program takes 0.5-2.5 s to compile: a suite's memory check before the
     first cell must not pay it for every task)."""
     batch, probe = jax.eval_shape(lambda: _sample_eval(st.task, st.eval_size, st.probe_points))
-    n = batch.x.shape[0]
-    group = jax.ShapeDtypeStruct((n, len(st.task.splits) * (len(st.task.pieces) + 1)), jnp.float32)
+    group = jax.ShapeDtypeStruct((batch.x.shape[0], len(st.task.splits) * _n_groups(st.task)), jnp.float32)
     return EvalData(batch, group, probe)
+
+
+def _n_groups(task: Task) -> int:
+    """Evaluation groups per split: each piece, and all examples."""
+    return len(task.pieces) + 1
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
