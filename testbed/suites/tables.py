@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from testbed.core.columns import METRICS
@@ -22,7 +23,8 @@ def load_tables(root: str | Path, suite: Suite | None = None,
     """The suite's tables (see docs/suite_tables.md) over every finished cell.
 
     Every table a cell stored is read (``which`` limits them); each row starts with the
-    cell's columns: cell, task, method, model, optimizer (the labels), target, primary.
+    cell's columns: cell, task, method, model, optimizer (the labels), target, primary
+    (categorical: over a whole suite they are most of its bytes and of its grouping's time).
     With ``suite`` only its cells are read and its current labels applied; without one, the
     cells of the suite as it last ran (``manifest.json``), so cells left in the folder by an
     earlier version of the suite (or recomputed under a changed default, `testbed.core.keyed`)
@@ -56,7 +58,9 @@ def load_tables(root: str | Path, suite: Suite | None = None,
                 raise ConfigError(f"{store.cell_dir(k)}: table {name!r} has column {clash[0]!r}, which names a cell "
                                   f"column of every suite table ({', '.join(cols)}); rename it in the analysis "
                                   "that writes the table")
-            out.setdefault(name, []).append(pd.concat([pd.DataFrame(cols, index=df.index), df], axis=1))
+            const = pd.DataFrame({c: pd.Categorical.from_codes(np.zeros(len(df), np.int8), [v]) for c, v in cols.items()},
+                                 index=df.index)  # categorical: a suite's tables are mostly these columns
+            out.setdefault(name, []).append(pd.concat([const, df], axis=1))
     return {w: _concat(dfs) for w, dfs in out.items()}
 
 
@@ -79,10 +83,28 @@ def _facts(history: pd.DataFrame, probes: pd.DataFrame | None) -> dict[str, str]
 
 
 def _concat(dfs: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate, with categoricals of differing categories turned into strings first."""
-    dfs = [d.astype({c: "object" for c in d.columns if isinstance(d[c].dtype, pd.CategoricalDtype)}) for d in dfs]
-    out = pd.concat(dfs, ignore_index=True)
+    """Concatenate, categorical columns with differing categories made one categorical over the
+    union of their categories (sorted), as are object columns.
+
+    A column categorical in every frame is joined by its codes (`union_categoricals`): turning
+    it into Python objects and back took most of a suite's read (1 s for the default suite's
+    probes); any other column goes through `pd.concat` as it is."""
+    from pandas.api.types import union_categoricals
+
+    names = list(dict.fromkeys(c for d in dfs for c in d.columns))
+    joined = {c for c in names if all(c in d.columns and isinstance(d[c].dtype, pd.CategoricalDtype)
+                                      and not d[c].cat.ordered for d in dfs)}
+    rest = [d.drop(columns=list(joined)) if joined else d for d in dfs]
+    rest = [d.astype({c: "object" for c in d.columns if isinstance(d[c].dtype, pd.CategoricalDtype)}) for d in rest]
+    out = pd.concat(rest, ignore_index=True)
     for c in out.columns:
         if out[c].dtype == object:
             out[c] = out[c].astype("category")
-    return out
+    for c in joined:
+        cat = union_categoricals([d[c].array for d in dfs])
+        try:
+            cat = cat.reorder_categories(sorted(cat.categories))  # as object -> category sorts them
+        except TypeError:  # unorderable categories: first appearance
+            pass
+        out[c] = cat
+    return out[names] if joined else out
