@@ -155,7 +155,7 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
     optimizer = optimizer or Optimizer()
     tx = optimizer.build(optimizer.lr, optimizer.weight_decay, steps)
     d = task.d
-    graphdef = nnx.graphdef(model.build(d, rngs=nnx.Rngs(0)))
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: model.build(d, rngs=nnx.Rngs(0))))  # structure only: nothing runs
 
     def apply(params, x, y):
         return nnx.merge(graphdef, params)(x, y)
