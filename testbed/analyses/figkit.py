@@ -98,7 +98,8 @@ def palette(labels: pd.DataFrame) -> dict[str, tuple]:
 def label_order(labels: Sequence[str], pal: dict) -> list[str]:
     """The distinct labels in the palette's order (unknown ones last)."""
     order = list(pal)
-    return sorted(set(labels), key=lambda s: order.index(s) if s in order else len(order))
+    distinct = pd.unique(pd.Series(labels, dtype=object)) if not isinstance(labels, pd.Series) else labels.unique()
+    return sorted(set(distinct), key=lambda s: order.index(s) if s in order else len(order))
 
 
 def natural_key(text) -> list:
