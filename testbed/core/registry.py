@@ -44,6 +44,10 @@ class Registry(Generic[T]):
             return factory
         return deco
 
+    def factory(self, name: str) -> Callable[..., T] | None:
+        """The factory registered under ``name``, or None."""
+        return self._factories.get(name)
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._factories)

@@ -144,13 +144,66 @@ def cell_call(cell: Cell) -> tuple[tuple, dict]:
     return args, {"seeds": list(cell.seeds), **train, **{k: list(v) for k, v in cell.sweeps}}
 
 
+def durable_key(cell: Cell) -> str | None:
+    """A name for a cell's training program that outlives this process (`testbed.train`'s
+    ``program_key``: the program is kept on disk and a later run loads it without tracing,
+    `testbed.training.executables`): a hash of its call (task, method, model and optimizer by
+    name and options, the training keywords, the number of seeds and of swept values) and of
+    the code that builds it (`testbed.training.executables.code_fingerprint`, with the task's
+    spec file).
+
+    None, and the program goes through JAX's cache only, when the compile cache is off, for
+    prompt and staged cells, and when the task's, method's or model's factory is defined
+    outside the testbed package and the loaded plug-in files (a script or a notebook, whose
+    edits no file hash would see)."""
+    import hashlib
+    import json
+
+    from testbed.methods.base import METHODS
+    from testbed.models.registry import MODELS
+    from testbed.tasks.registry import _FACTORIES as TASK_FACTORIES
+    from testbed.training import executables
+
+    if cell.kind != "rows" or dict(cell.train).get("stages") or executables.folder() is None:
+        return None
+    try:
+        args, kwargs = cell_call(cell)
+        task = args[0]
+        extra: tuple[str, ...] = ()
+        factories = [METHODS.factory(cell.method.name), MODELS.factory(cell.model.name)]
+        if cell.task in TASK_FACTORIES:  # a Python task (whatever it builds on)
+            factories.append(TASK_FACTORIES[cell.task])
+        if task.source != "python":  # its spec file
+            extra = (str(Path(task.source).resolve()),)
+        if not all(f is not None and executables.defined_in_code(_source_file(f)) for f in factories):
+            return None
+        fingerprint = executables.code_fingerprint(extra)
+    except (OSError, ValueError):
+        return None
+    sized = {"seeds", *dict(cell.sweeps)}
+    call = {"task": cell.task, "params": dict(cell.params), "method": [cell.method.name, cell.method.options],
+            "model": [cell.model.name, cell.model.options], "optimizer": [cell.optimizer.name, cell.optimizer.options],
+            "train": {k: len(v) if k in sized else v for k, v in kwargs.items()}}
+    text = json.dumps(call, sort_keys=True, default=repr) + fingerprint
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _source_file(obj) -> str | None:
+    import inspect
+
+    try:
+        return inspect.getsourcefile(obj)
+    except TypeError:  # a builtin: no file
+        return None
+
+
 class Prefetch:
     """Compiles the programs of cells ahead, on background threads, while earlier cells train
     (`testbed.training.engine.prepare`): XLA compiles a program on one thread, so a core
     would otherwise idle. A cell whose program is not ready when its turn comes waits for
     it; one that failed to compile is compiled again by `train`, which raises there."""
 
-    def __init__(self, cells: Sequence[Cell], workers: int | None = None):
+    def __init__(self, cells: Sequence[Cell], workers: int | None = None, first: bool = False):
         from concurrent.futures import ThreadPoolExecutor
 
         from testbed.training.engine import prepare
@@ -158,8 +211,9 @@ class Prefetch:
         self.pool = ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1),
                                        thread_name_prefix="testbed-compile")
         self.jobs = []
-        seen = {program_key(cells[0])} if cells else set()  # the first compiles in its own train call
-        for cell in cells[1:]:
+        # the first compiles in its own train call, unless this process has other work first (``first``)
+        seen = {program_key(cells[0])} if cells and not first else set()
+        for cell in cells if first else cells[1:]:
             if program_key(cell) in seen or dict(cell.train).get("stages") or cell.kind != "rows":
                 # compiled once; stages: per stage; prompt cells: in `train_prompts`
                 continue
@@ -170,7 +224,7 @@ class Prefetch:
     def _prepare(prepare, cell: Cell) -> float | None:
         try:
             args, kwargs = cell_call(cell)
-            return prepare(*args, **kwargs)
+            return prepare(*args, **kwargs, program_key=durable_key(cell))
         except Exception:  # noqa: BLE001  (train reports it, for this cell, in the main thread)
             return None
 
@@ -205,7 +259,7 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
             stages = [st if st.lr is not None else replace(st, lr=list(dict(cell.sweeps)["lr"])) for st in stages]
         result = train_stages(task, stages, args[2], quiet=True, on_progress=on_progress, **kwargs)
     else:
-        result = train(*args, quiet=True, on_progress=on_progress, **kwargs)
+        result = train(*args, quiet=True, on_progress=on_progress, program_key=durable_key(cell), **kwargs)
     hist = result.history.drop(columns=list(COMPONENTS))
     out = {"history": hist, "runs": result.runs, "batch_loss": batch_loss_table(result)}
     if result.stages is not None:
@@ -347,10 +401,18 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     todo = [c for c in suite.cells if force or not store.is_done(c.key)]
     skipped = [c.key for c in suite.cells if c not in todo]
     todo.sort(key=program_key)
-    check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
     remote = executor is not None and not isinstance(executor, InProcessExecutor)
-    if not remote:  # jobs check each call on their own machine (a login node's memory does not decide)
-        check_memory(todo, suite.path or suite.name)  # cells that would not fit in memory fail here
+    # The programs start compiling while the cells are checked (the first one too): a refused
+    # suite only loses those compiles
+    ahead = Prefetch(todo, first=True) if prefetch and not remote and todo else None
+    try:
+        check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
+        if not remote:  # jobs check each call on their own machine (a login node's memory does not decide)
+            check_memory(todo, suite.path or suite.name)  # cells that would not fit in memory fail here
+    except BaseException:
+        if ahead is not None:
+            ahead.close()
+        raise
     manifest = {"suite": suite.name, "description": suite.description, "suite_file": suite.path,
                 "suite_source": suite.source, "started": started, "finished": None,
                 "first_started": prev.get("first_started", prev.get("started", started)),
@@ -374,7 +436,6 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     groups = program_groups(todo) if remote else [[c] for c in todo]
     t_start = time.perf_counter()
     cells_timing: dict[str, dict] = {}
-    ahead = Prefetch(todo) if prefetch and not remote and len(todo) > 1 else None
     try:
         def name(c: Cell) -> str:
             return f"{c.task}/{c.method.label}"

@@ -45,7 +45,7 @@ from testbed.models.registry import ModelConfig, make_model
 from testbed.tasks.metrics import metric_names, task_metrics
 from testbed.tasks.registry import make_task
 from testbed.tasks.task import Batch, Task, raw_grid
-from testbed.training import memory
+from testbed.training import executables, memory
 from testbed.training.optim import Optimizer, make_optimizer
 from testbed.training.result import RunResult, build_history
 
@@ -298,7 +298,8 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
           init_scale: float | Sequence[float] | None = None, init_params: Any = None,
           evals: int = 50, eval_spacing: str = "linear",
           eval_size: int = 1024, probe_points: int = 256, train_split: str = "train", data_stream: int = 0,
-          snapshots: bool = False, quiet: bool = False, on_progress: Callable[[int, int], None] | None = None) -> RunResult:
+          snapshots: bool = False, quiet: bool = False, on_progress: Callable[[int, int], None] | None = None,
+          program_key: str | None = None) -> RunResult:
     """Train many small models at once and record what happened.
 
     Runs are the product of seeds and the hyperparameter grid (``lr`` x
@@ -333,6 +334,9 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
             is the same as without the option.
         quiet: no progress bar.
         on_progress: called with (steps done, total) after each chunk.
+        program_key: a durable name of this call's program (`testbed.suites.runner.durable_key`):
+            its compiled program is kept on disk under it and loaded from there next time,
+            without tracing (`testbed.training.executables`); None: JAX's own cache only.
 
     Returns:
         RunResult with the tidy ``history`` and the per-run table ``runs``.
@@ -345,7 +349,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         eval_steps = plan
     n_chunks, chunk = st.n_chunks, st.chunk
     t0 = time.perf_counter()
-    prog, compiled = _program(st, len(keys), keys, hp, p0, data, by_run, replicated)
+    prog, compiled = _program(st, len(keys), keys, hp, p0, data, by_run, replicated, program_key)
     t_run = time.perf_counter()
     carry = prog.init(keys, hp, p0)
     bar = None
@@ -475,9 +479,11 @@ def probe_splits(task: Task, probe_x: np.ndarray) -> np.ndarray:
     return np.where(masks.any(0), masks.argmax(0), -1)
 
 
-def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) -> tuple[Program, bool]:
+def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated,
+             durable: str | None = None) -> tuple[Program, bool]:
     """The compiled init and chunk programs, from the cache, from a thread already compiling
-    them (`prepare`), or compiled here; and whether they were compiled here."""
+    them (`prepare`), from disk (``durable``: `testbed.training.executables`), or compiled
+    here; and whether they were compiled here."""
     cache_key = (st, n_runs)
     while True:
         with _LOCK:
@@ -489,10 +495,18 @@ def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated) ->
                 break
         busy.wait()  # another thread compiles it; if that failed, compile it here (and raise here)
     try:
-        prog = _compile(st, keys, hp, p0, data, by_run, replicated)
+        devices = list(by_run.mesh.devices.flat)
+        inputs = executables.signature(keys, hp, p0, data) if durable is not None else ""
+        prog = _load(st, durable, n_runs, devices, inputs, (keys, hp, p0, data, by_run, replicated)) \
+            if durable is not None else None
+        compiled = prog is None
+        if compiled:
+            prog, kept = _compile(st, keys, hp, p0, data, by_run, replicated)
+            if durable is not None:
+                executables.save(durable, n_runs, devices, inputs, kept["init"], kept["chunk"], prog.trace_names)
         with _LOCK:
             _PROGRAMS[cache_key] = prog
-        return prog, True
+        return prog, compiled
     finally:
         with _LOCK:
             _INFLIGHT.pop(cache_key).set()
@@ -505,8 +519,9 @@ def prepare(task: Task | str, method: Method | str = "mse", model: ModelConfig |
     compiles it. Suites compile the next cells this way while one trains. Returns the
     seconds spent here."""
     t0 = time.perf_counter()
+    durable = kwargs.pop("program_key", None)
     plan = _plan(task, method, model, optimizer, **{**_train_defaults(), **kwargs})
-    _program(plan.st, len(plan.keys), plan.keys, plan.hp, plan.p0, plan.data, plan.by_run, plan.replicated)
+    _program(plan.st, len(plan.keys), plan.keys, plan.hp, plan.p0, plan.data, plan.by_run, plan.replicated, durable)
     _probe_split(plan.st, plan.data.probe.x)
     return time.perf_counter() - t0
 
@@ -517,15 +532,40 @@ def _train_defaults() -> dict[str, Any]:
 
     params = inspect.signature(train).parameters
     return {k: v.default for k, v in params.items()
-            if v.kind is v.KEYWORD_ONLY and k not in ("quiet", "on_progress")}
+            if v.kind is v.KEYWORD_ONLY and k not in ("quiet", "on_progress", "program_key")}
 
 
-def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> Program:
-    """Trace, lower and compile the init and chunk programs of one static configuration."""
+def _dims(st: Static) -> tuple[int, int]:
+    """The model's input and output widths."""
+    return st.task.in_dim + st.method.extras.extra_inputs, st.method.head_dim(st.task)
+
+
+def _graphdef(st: Static):
+    """The model's graph structure, built abstractly (an eager build ran its init ops: 0.2-0.9 s
+    per new shape)."""
+    in_dim, out_dim = _dims(st)
+    return nnx.graphdef(nnx.eval_shape(lambda: st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0))))
+
+
+def _load(st: Static, durable: str, n_runs: int, devices, inputs: str, args) -> Program | None:
+    """The programs stored under ``durable`` (`testbed.training.executables.load`), or None; an
+    init program that was not stored (JAX's cache had it) is compiled here (``args``: `_compile`'s)."""
+    t0 = time.perf_counter()
+    got = executables.load(durable, n_runs, devices, inputs)
+    if got is None:
+        return None
+    init = got["init"] if got["init"] is not None else _compile(st, *args, init_only=True)[0].init
+    return Program(init, got["chunk"], _graphdef(st), time.perf_counter() - t0, got["trace_names"])
+
+
+def _compile(st: Static, keys, hp, p0, data, by_run, replicated, init_only: bool = False
+             ) -> tuple[Program, dict[str, bool]]:
+    """Trace, lower and compile the init and chunk programs of one static configuration
+    (``init_only``: the init program alone; the Program's chunk is then None). Also returns,
+    for each, the compiled program and how to store it (what `testbed.training.executables.save` needs: `executables.compile_keeping`)."""
     task, method = st.task, st.method
-    in_dim, out_dim = task.in_dim + method.extras.extra_inputs, method.head_dim(task)
-    # The graph's structure only: built abstractly (an eager build ran ~20 small ops, 0.2-0.9 s per new shape)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0))))
+    in_dim, out_dim = _dims(st)
+    graphdef = _graphdef(st)
     m_names = _metric_names(task, method)
     prof = method.extras.profile
     n_prof = (len(prof.values(st.steps)), len(prof.names)) if prof is not None else (0, 0)
@@ -623,14 +663,18 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> Program:
 
     t0 = time.perf_counter()
     init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run, by_run), out_shardings=by_run)
-    init_c = init.lower(keys, hp, p0).compile()
+    init_c, raw = executables.compile_keeping(init.lower(keys, hp, p0))
+    kept = {"init": (init_c, raw)}
+    if init_only:
+        return Program(init_c, None, graphdef, time.perf_counter() - t0, ()), kept
     carry_shape = jax.eval_shape(init, keys, hp, p0)
     chunk = jax.jit(jax.vmap(chunk_run, in_axes=(0, 0, None, None)),
                     in_shardings=(by_run, by_run, replicated, replicated), out_shardings=by_run,
                     donate_argnums=0)
     lowered = chunk.lower(carry_shape, hp, jnp.int32(0), data)
     trace_names = tuple(lowered.out_info[1])
-    chunk_c = lowered.compile()
+    chunk_c, raw = executables.compile_keeping(lowered)
+    kept["chunk"] = (chunk_c, raw)
     with _LOCK:
         COMPILES["count"] += 1
-    return Program(init_c, chunk_c, graphdef, time.perf_counter() - t0, trace_names)
+    return Program(init_c, chunk_c, graphdef, time.perf_counter() - t0, trace_names), kept
