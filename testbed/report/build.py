@@ -13,8 +13,6 @@ from pathlib import Path
 from testbed.analyses.base import Figure, all_analyses
 from testbed.core.plugins import PluginError, load_plugins
 from testbed.report.compare import FINDINGS, comparison, measured, render_findings, render_markdown
-from testbed.report.drawing import FigurePool, draw_figures
-from testbed.report.html import write_report
 from testbed.report.tables import write_tables
 from testbed.suites.runner import write_timing
 from testbed.suites.spec import Suite
@@ -158,6 +156,9 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     fp = fingerprint(root, suite, part="report", figures=figures, svg=svg)
     if reuse and (md := cached(root, "report", fp)) is not None:
         return md, root / "report.html"
+    # imported here: a report found up to date needs no drawing code
+    from testbed.report.drawing import FigurePool
+
     clock = _Clock()
     pool = FigurePool.start() if figures else None  # its workers start while the tables are read
     try:
@@ -168,6 +169,9 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
 
 
 def _build(root: Path, suite: Suite | None, clock, pool, fp: str, *, figures: bool, svg: bool) -> tuple[str, Path]:
+    from testbed.report.drawing import draw_figures
+    from testbed.report.html import write_report
+
     tables = analysed_tables(root, suite)
     clock.lap("read_s")
     compared, markdown = _write_tables(root, tables, fingerprint(root, suite, part="tables"))
