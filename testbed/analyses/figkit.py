@@ -74,7 +74,7 @@ def method_labels(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         for col, fmt in (("model", "{}"), ("optimizer", "{}"), ("lr", "lr={:g}"),
                          ("weight_decay", "wd={:g}"), ("init_scale", "init={:g}")):
             if col in g.columns and g[col].nunique() > 1:
-                parts.append(g[col].map(fmt.format))
+                parts.append(g[col].map(fmt.format).astype(str))  # categorical columns map to categoricals
         lab = parts[0]
         for p in parts[1:]:
             lab = lab + " / " + p
