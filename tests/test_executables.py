@@ -134,7 +134,7 @@ def durable_ramp_{n}(slope: float = 2.0) -> testbed.Task:
 '''
 
 
-def test_the_name_changes_with_a_plugin_file_and_code_outside_any_file_gets_none(tmp_path, monkeypatch):
+def test_the_name_changes_with_a_plugin_file_and_code_in_no_file_gets_none(tmp_path, monkeypatch):
     import testbed
     from testbed.tasks.registry import _FACTORIES
 
@@ -147,11 +147,25 @@ def test_the_name_changes_with_a_plugin_file_and_code_outside_any_file_gets_none
     plug.write_text(PLUGIN.format(n=1) + "\n# an edit\n")  # the code changed: another name
     assert durable_key(suite.cells[0]) not in (None, before)
 
-    def made_here(slope: float = 1.0) -> testbed.Task:  # defined in no plug-in file
+    def made_here(slope: float = 1.0) -> testbed.Task:  # defined in this (hashed) file
         return testbed.make_task("sine_line")
 
     monkeypatch.setitem(_FACTORIES, "durable_here", made_here)  # registered for this test only
     here = load_suite(write(tmp_path, textwrap.dedent(TINY_SUITE.replace('"sine_line", "two_slopes"',
                                                                           '"durable_here"')), "here.toml"))
-    assert durable_key(here.cells[0]) is None
-    assert durable_key(load_suite(write(tmp_path, TINY_SUITE, "plain.toml")).cells[0]) is not None
+    assert durable_key(here.cells[0]) is not None  # this test file is hashed: a module loaded from a file
+    plain = load_suite(write(tmp_path, TINY_SUITE, "plain.toml")).cells[0]
+    assert durable_key(plain) is not None
+    monkeypatch.setitem(_FACTORIES, "durable_sourceless", print)  # a factory no file holds (as in a notebook)
+    assert durable_key(plain) is None  # for every cell: another method or task may build on it (routing's base)
+
+
+def test_the_order_of_a_method_option_is_part_of_the_name(tmp_path):
+    """Routing's blocks in another order give other units to each piece: another program."""
+    base = TINY_SUITE.replace('"sine_line", "two_slopes"', '"sine_line"')
+    names = []
+    for i, blocks in enumerate(('{ s = ["sine"], l = ["line"] }', '{ l = ["line"], s = ["sine"] }')):
+        text = base.replace('methods = ["mse"]', f'methods = [{{ name = "routing", blocks = {blocks}, sizes = [1, 3], '
+                                                 'shared = 0 }]')
+        names.append(durable_key(load_suite(write(tmp_path, text, f"order{i}.toml")).cells[0]))
+    assert None not in names and names[0] != names[1]

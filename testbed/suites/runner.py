@@ -153,9 +153,8 @@ def durable_key(cell: Cell) -> str | None:
     spec file).
 
     None, and the program goes through JAX's cache only, when the compile cache is off, for
-    prompt and staged cells, and when the task's, method's or model's factory is defined
-    outside the testbed package and the loaded plug-in files (a script or a notebook, whose
-    edits no file hash would see)."""
+    prompt and staged cells, and when any registered task, method or model factory has no
+    source file the fingerprint reads (one defined in a notebook or at a prompt)."""
     import hashlib
     import json
 
@@ -169,22 +168,20 @@ def durable_key(cell: Cell) -> str | None:
     try:
         args, kwargs = cell_call(cell)
         task = args[0]
-        extra: tuple[str, ...] = ()
-        factories = [METHODS.factory(cell.method.name), MODELS.factory(cell.model.name)]
-        if cell.task in TASK_FACTORIES:  # a Python task (whatever it builds on)
-            factories.append(TASK_FACTORIES[cell.task])
-        if task.source != "python":  # its spec file
-            extra = (str(Path(task.source).resolve()),)
-        if not all(f is not None and executables.defined_in_code(_source_file(f)) for f in factories):
+        extra = (str(Path(task.source).resolve()),) if task.source != "python" else ()
+        # every registered factory, not only the cell's: a method may build on another (routing's base)
+        factories = [*(METHODS.factory(n) for n in METHODS.names()), *(MODELS.factory(n) for n in MODELS.names()),
+                     *TASK_FACTORIES.values()]
+        if not all(executables.defined_in_code(_source_file(f)) for f in factories):
             return None
         fingerprint = executables.code_fingerprint(extra)
     except (OSError, ValueError):
         return None
     sized = {"seeds", *dict(cell.sweeps)}
-    call = {"task": cell.task, "params": dict(cell.params), "method": [cell.method.name, cell.method.options],
-            "model": [cell.model.name, cell.model.options], "optimizer": [cell.optimizer.name, cell.optimizer.options],
-            "train": {k: len(v) if k in sized else v for k, v in kwargs.items()}}
-    text = json.dumps(call, sort_keys=True, default=repr) + fingerprint
+    call = {"task": cell.task, "params": cell.params, "method": [cell.method.name, cell.method.kwargs],
+            "model": [cell.model.name, cell.model.kwargs], "optimizer": [cell.optimizer.name, cell.optimizer.kwargs],
+            "train": [(k, len(v) if k in sized else v) for k, v in kwargs.items()]}
+    text = json.dumps(call, default=repr) + fingerprint  # not sorted: the order of options can matter
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -402,17 +399,11 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     skipped = [c.key for c in suite.cells if c not in todo]
     todo.sort(key=program_key)
     remote = executor is not None and not isinstance(executor, InProcessExecutor)
-    # The programs start compiling while the cells are checked (the first one too): a refused
-    # suite only loses those compiles
-    ahead = Prefetch(todo, first=True) if prefetch and not remote and todo else None
-    try:
-        check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
-        if not remote:  # jobs check each call on their own machine (a login node's memory does not decide)
-            check_memory(todo, suite.path or suite.name)  # cells that would not fit in memory fail here
-    except BaseException:
-        if ahead is not None:
-            ahead.close()
-        raise
+    check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
+    if not remote:  # jobs check each call on their own machine (a login node's memory does not decide)
+        check_memory(todo, suite.path or suite.name)  # cells that would not fit in memory fail here
+    # compiles start after the checks: a refused suite leaves no thread compiling behind it
+    ahead = Prefetch(todo) if prefetch and not remote and len(todo) > 1 else None
     manifest = {"suite": suite.name, "description": suite.description, "suite_file": suite.path,
                 "suite_source": suite.source, "started": started, "finished": None,
                 "first_started": prev.get("first_started", prev.get("started", started)),

@@ -101,7 +101,11 @@ def _concat(dfs: list[pd.DataFrame]) -> pd.DataFrame:
         if out[c].dtype == object:
             out[c] = out[c].astype("category")
     for c in joined:
-        cat = union_categoricals([d[c].array for d in dfs])
+        try:
+            cat = union_categoricals([d[c].array for d in dfs])
+        except TypeError:  # categories of different types (a plug-in's table): through objects
+            out[c] = pd.concat([d[c].astype("object") for d in dfs], ignore_index=True).astype("category")
+            continue
         try:
             cat = cat.reorder_categories(sorted(cat.categories))  # as object -> category sorts them
         except TypeError:  # unorderable categories: first appearance

@@ -8,7 +8,8 @@ A caller that can name a program durably (a suite's cell: `testbed.suites.runner
 passes that name as ``program_key`` to `testbed.training.engine.train`; the engine then keeps
 the serialized executables (`jax.experimental.serialize_executable`) in
 ``<compile cache>/executables/`` under a hash of that name, the number of runs, the devices,
-the environment (`environment`) and the code (`code_fingerprint`), and loads them from there
+the environment (`environment`) and the code (`code_fingerprint`: the package and every
+module loaded from outside the installed packages), and loads them from there
 next time. A file whose inputs do not match the call's shapes is ignored and replaced.
 
 A program JAX's cache answered (its HLO unchanged under a new name, e.g. after an edit
@@ -123,22 +124,40 @@ def _package_digest() -> str:
     return h.hexdigest()
 
 
+def _installed() -> tuple[Path, ...]:
+    """Folders of installed code (the standard library, site-packages): not hashed."""
+    import site
+    import sysconfig
+
+    roots = {sys.prefix, sys.base_prefix, *site.getsitepackages(), site.getusersitepackages(),
+             *(sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib"))}
+    return tuple(Path(r).resolve() for r in roots if r)
+
+
 def plugin_files() -> list[Path]:
-    """The source files of every loaded plug-in and the Python files beside each (the helper
-    modules a plug-in may import); raises ValueError for a plug-in without a source file."""
+    """The source files of every module loaded from outside the installed packages and the
+    testbed package: the plug-ins, any helper they import (wherever it lives), the script
+    that runs. Raises ValueError for a loaded plug-in without a source file."""
     from testbed.core.plugins import _LOADED
 
-    out: list[Path] = []
     for name, module in _LOADED.items():
-        path = getattr(module, "__file__", None)
-        if not path:
+        if not getattr(module, "__file__", None):
             raise ValueError(f"plug-in {name!r} has no source file")
-        out += [Path(path).resolve(), *sorted(Path(path).resolve().parent.glob("*.py"))]
-    return list(dict.fromkeys(out))
+    installed = _installed()
+    out = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not path or not str(path).endswith(".py"):
+            continue
+        p = Path(path).resolve()
+        if PACKAGE in p.parents or any(r == p or r in p.parents for r in installed) or not p.is_file():
+            continue
+        out.append(p)
+    return sorted(set(out))
 
 
 def code_files() -> set[Path]:
-    """Files whose code may build a program: the testbed package's and the plug-ins' (`plugin_files`)."""
+    """Files whose code may build a program: the testbed package's and `plugin_files`."""
     return {*plugin_files(), *(p.resolve() for p in PACKAGE.rglob("*.py"))}
 
 
@@ -154,8 +173,8 @@ def defined_in_code(filename: str | None) -> bool:
 
 
 def code_fingerprint(extra: tuple[str, ...] = ()) -> str:
-    """A hash of the testbed package's files, the plug-ins' (`plugin_files`) and ``extra``
-    files (e.g. a task's spec): any edit to them names new programs."""
+    """A hash of the testbed package's files, `plugin_files` and ``extra`` files (e.g. a
+    task's spec): any edit to them names new programs."""
     h = hashlib.sha256(_package_digest().encode())
     for p in [*plugin_files(), *map(Path, extra)]:
         h.update(str(p).encode() + b"\0" + Path(p).read_bytes() + b"\0")
