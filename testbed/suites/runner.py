@@ -172,7 +172,8 @@ def durable_key(cell: Cell) -> str | None:
         # every registered factory, not only the cell's: a method may build on another (routing's base)
         factories = [*(METHODS.factory(n) for n in METHODS.names()), *(MODELS.factory(n) for n in MODELS.names()),
                      *TASK_FACTORIES.values()]
-        if not all(executables.defined_in_code(_source_file(f)) for f in factories):
+        files = set(executables.plugin_files())
+        if not all(executables.defined_in_code(_source_file(f), files) for f in factories):
             return None
         fingerprint = executables.code_fingerprint(extra)
     except (OSError, ValueError):

@@ -124,14 +124,19 @@ def _package_digest() -> str:
     return h.hexdigest()
 
 
-def _installed() -> tuple[Path, ...]:
-    """Folders of installed code (the standard library, site-packages): not hashed."""
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[str, ...]:
+    """Folders of installed code (the standard library, site-packages) and of the testbed
+    package, as path prefixes: their modules are not `plugin_files`."""
     import site
     import sysconfig
 
     roots = {sys.prefix, sys.base_prefix, *site.getsitepackages(), site.getusersitepackages(),
              *(sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib"))}
-    return tuple(Path(r).resolve() for r in roots if r)
+    out = {str(PACKAGE)}
+    for r in filter(None, roots):
+        out |= {str(Path(r)), str(Path(r).resolve())}
+    return tuple(sorted(r.rstrip("/") + "/" for r in out))
 
 
 def plugin_files() -> list[Path]:
@@ -143,17 +148,16 @@ def plugin_files() -> list[Path]:
     for name, module in _LOADED.items():
         if not getattr(module, "__file__", None):
             raise ValueError(f"plug-in {name!r} has no source file")
-    installed = _installed()
-    out = []
+    skip = _installed()
+    out = set()
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if not path or not str(path).endswith(".py"):
+        if not isinstance(path, str) or not path.endswith(".py") or path.startswith(skip):
             continue
         p = Path(path).resolve()
-        if PACKAGE in p.parents or any(r == p or r in p.parents for r in installed) or not p.is_file():
-            continue
-        out.append(p)
-    return sorted(set(out))
+        if not str(p).startswith(skip) and p.is_file():
+            out.add(p)
+    return sorted(out)
 
 
 def code_files() -> set[Path]:
@@ -161,15 +165,16 @@ def code_files() -> set[Path]:
     return {*plugin_files(), *(p.resolve() for p in PACKAGE.rglob("*.py"))}
 
 
-def defined_in_code(filename: str | None) -> bool:
-    """Whether a factory defined in ``filename`` is covered by `code_fingerprint`."""
+def defined_in_code(filename: str | None, files: set[Path] | None = None) -> bool:
+    """Whether a factory defined in ``filename`` is covered by `code_fingerprint` (``files``:
+    `plugin_files`, when the caller has them)."""
     if not filename:
         return False
     try:
         path = Path(filename).resolve()
     except (OSError, ValueError):
         return False
-    return path.is_file() and (PACKAGE in path.parents or path in set(plugin_files()))
+    return path.is_file() and (PACKAGE in path.parents or path in (files if files is not None else set(plugin_files())))
 
 
 def code_fingerprint(extra: tuple[str, ...] = ()) -> str:
