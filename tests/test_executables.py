@@ -4,7 +4,6 @@ code no file hash covers gets none."""
 
 from __future__ import annotations
 
-import tempfile
 import textwrap
 
 import pandas as pd
@@ -23,34 +22,17 @@ def _count_compiles(monkeypatch) -> list:
     real = engine._compile
 
     def counting(*a, **k):
-        if not k.get("init_only"):  # an init program JAX's cache had is compiled when loading (cheap)
-            calls.append(a[0])
+        calls.append(a[0])
         return real(*a, **k)
 
     monkeypatch.setattr(engine, "_compile", counting)
     return calls
 
 
-def _fresh(run, tmp_path):
-    """``run()`` with JAX's persistent cache in an empty folder: what it compiles is compiled
-    here (a program JAX loaded from its cache is not stored, `executables.cache_hits`)."""
-    import jax
-    from jax._src import compilation_cache
-
-    was = jax.config.jax_compilation_cache_dir
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(dir=tmp_path))
-    try:
-        return run()
-    finally:
-        compilation_cache.reset_cache()
-        jax.config.update("jax_compilation_cache_dir", was)
-
-
 def test_a_warm_suite_loads_its_programs_without_tracing_and_gives_the_same_numbers(tmp_path, monkeypatch):
     suite = load_suite(write(tmp_path, TINY_SUITE))
     assert all(durable_key(c) for c in suite.cells)
-    first = _fresh(lambda: run_suite(suite, tmp_path / "a", quiet=True), tmp_path)  # compiles, or loads what a run stored
+    first = run_suite(suite, tmp_path / "a", quiet=True)  # compiles, or loads what an earlier run stored
     engine.release_programs()  # as a new process would start
     compiles, loaded = _count_compiles(monkeypatch), executables.STATS["loaded"]
     second = run_suite(suite, tmp_path / "b", quiet=True)
@@ -63,7 +45,7 @@ def test_a_warm_suite_loads_its_programs_without_tracing_and_gives_the_same_numb
 
 def test_a_stored_program_for_other_shapes_or_a_damaged_file_is_compiled_again(tmp_path, monkeypatch):
     suite = load_suite(write(tmp_path, TINY_SUITE.replace('"sine_line", "two_slopes"', '"step"')))
-    _fresh(lambda: run_suite(suite, tmp_path / "a", quiet=True), tmp_path)
+    run_suite(suite, tmp_path / "a", quiet=True)
     cell = suite.cells[0]
     key, devices = durable_key(cell), engine.jax.devices()
     path = executables._path(key, len(cell.seeds) + (-len(cell.seeds) % len(devices)), devices)
@@ -72,7 +54,7 @@ def test_a_stored_program_for_other_shapes_or_a_damaged_file_is_compiled_again(t
     path.write_bytes(b"not a program")
     engine.release_programs()
     compiles = _count_compiles(monkeypatch)
-    _fresh(lambda: run_suite(suite, tmp_path / "b", quiet=True), tmp_path)
+    run_suite(suite, tmp_path / "b", quiet=True)
     assert len(compiles) == 1 and path.read_bytes() != b"not a program"  # compiled and stored again
 
 

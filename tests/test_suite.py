@@ -232,8 +232,8 @@ def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path):
     engine._PROGRAMS.clear()  # nothing compiled yet in this process
     ahead = run_suite(s, tmp_path / "ahead", quiet=True, prefetch=True)
     timing = ahead.timing["cells"]
-    # the programs come from the threads (compiled, or loaded from disk, there); the first one
-    # starts there while the cells are checked, and its own call compiles it if it gets there first
+    # the first cell's own call gets its program (compiled, or loaded from disk); the threads
+    # get the others ahead
     first = ahead.ran[0]
     assert len(timing) == len(s.cells) and not any(c["compiled"] for k, c in timing.items() if k != first)
     engine._PROGRAMS.clear()

@@ -172,10 +172,10 @@ def durable_key(cell: Cell) -> str | None:
         # every registered factory, not only the cell's: a method may build on another (routing's base)
         factories = [*(METHODS.factory(n) for n in METHODS.names()), *(MODELS.factory(n) for n in MODELS.names()),
                      *TASK_FACTORIES.values()]
-        files = set(executables.plugin_files())
-        if not all(executables.defined_in_code(_source_file(f), files) for f in factories):
+        files = executables.plugin_files()
+        if not all(executables.defined_in_code(_source_file(f), set(files)) for f in factories):
             return None
-        fingerprint = executables.code_fingerprint(extra)
+        fingerprint = executables.code_fingerprint(extra, files)
     except (OSError, ValueError):
         return None
     sized = {"seeds", *dict(cell.sweeps)}
@@ -201,7 +201,7 @@ class Prefetch:
     would otherwise idle. A cell whose program is not ready when its turn comes waits for
     it; one that failed to compile is compiled again by `train`, which raises there."""
 
-    def __init__(self, cells: Sequence[Cell], workers: int | None = None, first: bool = False):
+    def __init__(self, cells: Sequence[Cell], workers: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         from testbed.training.engine import prepare
@@ -209,9 +209,8 @@ class Prefetch:
         self.pool = ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1),
                                        thread_name_prefix="testbed-compile")
         self.jobs = []
-        # the first compiles in its own train call, unless this process has other work first (``first``)
-        seen = {program_key(cells[0])} if cells and not first else set()
-        for cell in cells if first else cells[1:]:
+        seen = {program_key(cells[0])} if cells else set()  # the first compiles in its own train call
+        for cell in cells[1:]:
             if program_key(cell) in seen or dict(cell.train).get("stages") or cell.kind != "rows":
                 # compiled once; stages: per stage; prompt cells: in `train_prompts`
                 continue
@@ -399,12 +398,10 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     todo = [c for c in suite.cells if force or not store.is_done(c.key)]
     skipped = [c.key for c in suite.cells if c not in todo]
     todo.sort(key=program_key)
-    remote = executor is not None and not isinstance(executor, InProcessExecutor)
     check_cells(todo, suite.path or suite.name)  # bad values fail before the first cell runs
+    remote = executor is not None and not isinstance(executor, InProcessExecutor)
     if not remote:  # jobs check each call on their own machine (a login node's memory does not decide)
         check_memory(todo, suite.path or suite.name)  # cells that would not fit in memory fail here
-    # compiles start after the checks: a refused suite leaves no thread compiling behind it
-    ahead = Prefetch(todo) if prefetch and not remote and len(todo) > 1 else None
     manifest = {"suite": suite.name, "description": suite.description, "suite_file": suite.path,
                 "suite_source": suite.source, "started": started, "finished": None,
                 "first_started": prev.get("first_started", prev.get("started", started)),
@@ -428,6 +425,7 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
     groups = program_groups(todo) if remote else [[c] for c in todo]
     t_start = time.perf_counter()
     cells_timing: dict[str, dict] = {}
+    ahead = Prefetch(todo) if prefetch and not remote and len(todo) > 1 else None
     try:
         def name(c: Cell) -> str:
             return f"{c.task}/{c.method.label}"

@@ -497,8 +497,7 @@ def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated,
     try:
         devices = list(by_run.mesh.devices.flat)
         inputs = executables.signature(keys, hp, p0, data) if durable is not None else ""
-        prog = _load(st, durable, n_runs, devices, inputs, (keys, hp, p0, data, by_run, replicated)) \
-            if durable is not None else None
+        prog = _load(st, durable, n_runs, devices, inputs) if durable is not None else None
         compiled = prog is None
         if compiled:
             prog, kept = _compile(st, keys, hp, p0, data, by_run, replicated)
@@ -547,22 +546,19 @@ def _graphdef(st: Static):
     return nnx.graphdef(nnx.eval_shape(lambda: st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0))))
 
 
-def _load(st: Static, durable: str, n_runs: int, devices, inputs: str, args) -> Program | None:
-    """The programs stored under ``durable`` (`testbed.training.executables.load`), or None; an
-    init program that was not stored (JAX's cache had it) is compiled here (``args``: `_compile`'s)."""
+def _load(st: Static, durable: str, n_runs: int, devices, inputs: str) -> Program | None:
+    """The programs stored under ``durable`` (`testbed.training.executables.load`), or None."""
     t0 = time.perf_counter()
     got = executables.load(durable, n_runs, devices, inputs)
     if got is None:
         return None
-    init = got["init"] if got["init"] is not None else _compile(st, *args, init_only=True)[0].init
-    return Program(init, got["chunk"], _graphdef(st), time.perf_counter() - t0, got["trace_names"])
+    return Program(got["init"], got["chunk"], _graphdef(st), time.perf_counter() - t0, got["trace_names"])
 
 
-def _compile(st: Static, keys, hp, p0, data, by_run, replicated, init_only: bool = False
-             ) -> tuple[Program, dict[str, bool]]:
-    """Trace, lower and compile the init and chunk programs of one static configuration
-    (``init_only``: the init program alone; the Program's chunk is then None). Also returns,
-    for each, the compiled program and how to store it (what `testbed.training.executables.save` needs: `executables.compile_keeping`)."""
+def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> tuple[Program, dict[str, tuple]]:
+    """Trace, lower and compile the init and chunk programs of one static configuration. Also
+    returns, for each, the compiled program and how to store it (`executables.compile_keeping`:
+    what `testbed.training.executables.save` takes)."""
     task, method = st.task, st.method
     in_dim, out_dim = _dims(st)
     graphdef = _graphdef(st)
@@ -665,8 +661,6 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated, init_only: bool
     init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run, by_run), out_shardings=by_run)
     init_c, raw = executables.compile_keeping(init.lower(keys, hp, p0))
     kept = {"init": (init_c, raw)}
-    if init_only:
-        return Program(init_c, None, graphdef, time.perf_counter() - t0, ()), kept
     carry_shape = jax.eval_shape(init, keys, hp, p0)
     chunk = jax.jit(jax.vmap(chunk_run, in_axes=(0, 0, None, None)),
                     in_shardings=(by_run, by_run, replicated, replicated), out_shardings=by_run,

@@ -160,11 +160,6 @@ def plugin_files() -> list[Path]:
     return sorted(out)
 
 
-def code_files() -> set[Path]:
-    """Files whose code may build a program: the testbed package's and `plugin_files`."""
-    return {*plugin_files(), *(p.resolve() for p in PACKAGE.rglob("*.py"))}
-
-
 def defined_in_code(filename: str | None, files: set[Path] | None = None) -> bool:
     """Whether a factory defined in ``filename`` is covered by `code_fingerprint` (``files``:
     `plugin_files`, when the caller has them)."""
@@ -177,11 +172,11 @@ def defined_in_code(filename: str | None, files: set[Path] | None = None) -> boo
     return path.is_file() and (PACKAGE in path.parents or path in (files if files is not None else set(plugin_files())))
 
 
-def code_fingerprint(extra: tuple[str, ...] = ()) -> str:
-    """A hash of the testbed package's files, `plugin_files` and ``extra`` files (e.g. a
-    task's spec): any edit to them names new programs."""
+def code_fingerprint(extra: tuple[str, ...] = (), files: list[Path] | None = None) -> str:
+    """A hash of the testbed package's files, `plugin_files` (``files``, when the caller has
+    them) and ``extra`` files (e.g. a task's spec): any edit to them names new programs."""
     h = hashlib.sha256(_package_digest().encode())
-    for p in [*plugin_files(), *map(Path, extra)]:
+    for p in [*(plugin_files() if files is None else files), *map(Path, extra)]:
         h.update(str(p).encode() + b"\0" + Path(p).read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -224,10 +219,9 @@ def signature(*args) -> str:
 
 
 def load(key: str, n_runs: int, devices, inputs: str) -> dict | None:
-    """The stored programs named ``key`` (``{"init", "chunk", "trace_names"}``; init None when
-    it was not stored), or None when there is no chunk program, or it was stored for other
-    input shapes (``inputs``: `signature`) or cannot be read (the caller compiles and stores
-    them again)."""
+    """The stored programs named ``key`` (``{"init", "chunk", "trace_names"}``), or None when
+    there are none, or they were stored for other input shapes (``inputs``: `signature`) or
+    cannot be read (the caller compiles and stores them again)."""
     from jax.experimental.serialize_executable import deserialize_and_load
 
     path = _path(key, n_runs, devices)
@@ -235,10 +229,9 @@ def load(key: str, n_runs: int, devices, inputs: str) -> dict | None:
         return None
     try:
         blob = pickle.loads(path.read_bytes())
-        if blob.get("inputs") != inputs or blob.get("chunk") is None:
+        if blob.get("inputs") != inputs:
             return None
-        out = {name: deserialize_and_load(*blob[name]) if blob.get(name) is not None else None
-               for name in ("init", "chunk")}
+        out = {name: deserialize_and_load(*blob[name]) for name in ("init", "chunk")}
     except Exception:  # noqa: BLE001  (a damaged or foreign file: compile instead)
         return None
     out["trace_names"] = tuple(blob["trace_names"])
@@ -247,25 +240,21 @@ def load(key: str, n_runs: int, devices, inputs: str) -> dict | None:
 
 
 def save(key: str, n_runs: int, devices, inputs: str, init, chunk, trace_names) -> bool:
-    """Store compiled ``init`` and ``chunk`` under ``key`` (atomically: a temporary file renamed
-    into place); each a pair (compiled, what `compile_keeping` returned), or None. Nothing is
-    stored without a chunk program; an entry without init compiles that part when loaded.
+    """Store compiled ``init`` and ``chunk`` under ``key`` (`atomic_write_bytes`); each a pair
+    (compiled, what `compile_keeping` returned). Nothing is stored when either cannot be kept.
     Returns whether they were written; a program that cannot be serialized or a folder that
     cannot be written is skipped (the run goes on)."""
-    init = None if init is None or init[1] is False else init
+    from testbed.core.files import atomic_write_bytes
+
     path = _path(key, n_runs, devices)
-    if path is None or chunk is None or chunk[1] is False:
+    if path is None or init[1] is False or chunk[1] is False:
         return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        blob = {"init": _serialize(*init) if init is not None else None, "chunk": _serialize(*chunk),
-                "trace_names": list(trace_names),
+        blob = {"init": _serialize(*init), "chunk": _serialize(*chunk), "trace_names": list(trace_names),
                 "inputs": inputs}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, pickle.dumps(blob, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception:  # noqa: BLE001
-        tmp.unlink(missing_ok=True)
         return False
     STATS["saved"] += 1
     return True
