@@ -99,6 +99,19 @@ class CellJob:
                                f"{self.host_devices} for the workers")
 
 
+@dataclass(frozen=True)
+class _AfterPrefetch:
+    """A `CellJob` for this process whose cells first wait for their program's prefetch
+    (`Prefetch.wait`)."""
+
+    job: CellJob
+    ahead: Prefetch
+
+    def run_one(self, cell: Cell, on_steps: Callable[[int, int], None] | None = None) -> dict:
+        self.ahead.wait(cell)
+        return self.job.run_one(cell, on_steps)
+
+
 def host_device_count() -> int:
     """The number of CPU devices JAX runs the seed axis over in this process."""
     import jax
@@ -198,8 +211,10 @@ def _source_file(obj) -> str | None:
 class Prefetch:
     """Compiles the programs of cells ahead, on background threads, while earlier cells train
     (`testbed.training.engine.prepare`): XLA compiles a program on one thread, so a core
-    would otherwise idle. A cell whose program is not ready when its turn comes waits for
-    it; one that failed to compile is compiled again by `train`, which raises there."""
+    would otherwise idle. A cell whose program is being prepared when its turn comes waits
+    for it (`wait`: the thread plans the call before the engine knows what it compiles, so
+    the cell's own call could miss it and compile it again); one that failed to compile is
+    compiled again by `train`, which raises there."""
 
     def __init__(self, cells: Sequence[Cell], workers: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
@@ -208,14 +223,14 @@ class Prefetch:
 
         self.pool = ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1),
                                        thread_name_prefix="testbed-compile")
-        self.jobs = []
+        self.jobs: dict[str, object] = {}  # program key -> its job's future
         seen = {program_key(cells[0])} if cells else set()  # the first compiles in its own train call
         for cell in cells[1:]:
             if program_key(cell) in seen or dict(cell.train).get("stages") or cell.kind != "rows":
                 # compiled once; stages: per stage; prompt cells: in `train_prompts`
                 continue
             seen.add(program_key(cell))
-            self.jobs.append(self.pool.submit(self._prepare, prepare, cell))
+            self.jobs[program_key(cell)] = self.pool.submit(self._prepare, prepare, cell)
 
     @staticmethod
     def _prepare(prepare, cell: Cell) -> float | None:
@@ -224,6 +239,13 @@ class Prefetch:
             return prepare(*args, **kwargs, program_key=durable_key(cell))
         except Exception:  # noqa: BLE001  (train reports it, for this cell, in the main thread)
             return None
+
+    def wait(self, cell: Cell) -> None:
+        """Before ``cell`` runs: let a thread that is preparing its program finish (one not yet
+        started is cancelled: the cell's own call compiles it)."""
+        job = self.jobs.get(program_key(cell))
+        if job is not None and not job.cancel():
+            job.result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -432,7 +454,8 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
 
         if bar is not None and not remote and todo:
             bar.set_postfix_str(name(todo[0]))  # here cells run in order: name the one training
-        for i, (cell, timing, error) in enumerate((executor or InProcessExecutor()).map(job, groups, on_steps)):
+        runner = job if ahead is None else _AfterPrefetch(job, ahead)
+        for i, (cell, timing, error) in enumerate((executor or InProcessExecutor()).map(runner, groups, on_steps)):
             base[0] += cell.total_steps
             if bar is not None:
                 bar.update(base[0] - bar.n)
