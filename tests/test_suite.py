@@ -224,25 +224,50 @@ def test_unknown_analysis_is_refused(tmp_path):
         load_suite(write(tmp_path, TINY_SUITE.replace('name = "tiny"', 'name = "tiny"\nanalyses = ["magic"]')))
 
 
-def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path):
+def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path, monkeypatch):
+    import threading
+
+    from testbed.analyses.attribution import measure
     from testbed.training import engine
 
     text = TINY_SUITE.replace('tasks = ["sine_line", "two_slopes"]', 'tasks = ["sine_line", "two_slopes", "step"]')
     s = load_suite(write(tmp_path, text))
+    computed = []  # (task, thread) of every attribution candidate computation
+    own = measure._candidate_values
+
+    def recorded(task, x, train_size):
+        computed.append((task.name, threading.current_thread().name))
+        return own(task, x, train_size)
+
+    monkeypatch.setattr(measure, "_candidate_values", recorded)
     engine._PROGRAMS.clear()  # nothing compiled yet in this process
+    measure._CANDIDATES.clear()
     ahead = run_suite(s, tmp_path / "ahead", quiet=True, prefetch=True)
     timing = ahead.timing["cells"]
     # the first cell's own call gets its program (compiled, or loaded from disk); the threads
-    # get the others ahead
+    # get the others ahead, and the others' analyses' prepare work (attribution's candidates)
     first = ahead.ran[0]
     assert len(timing) == len(s.cells) and not any(c["compiled"] for k, c in timing.items() if k != first)
+    assert sorted(t for t, _ in computed) == ["sine_line", "step", "two_slopes"]  # once a task
+    assert [th.startswith("testbed-compile") for t, th in computed if t != "sine_line"] == [True, True]
     engine._PROGRAMS.clear()
+    measure._CANDIDATES.clear()
     inline = run_suite(s, tmp_path / "inline", quiet=True, prefetch=False)
     assert sorted(inline.ran) == sorted(ahead.ran)
+    assert all(th == "MainThread" for _, th in computed[3:]) and len(computed) == 6
     for key in ahead.ran:
-        a = pd.read_parquet(tmp_path / "ahead" / s.name / key / "history.parquet")
-        b = pd.read_parquet(tmp_path / "inline" / s.name / key / "history.parquet")
-        pd.testing.assert_frame_equal(a, b)
+        for table in ("history", "attribution"):
+            a = pd.read_parquet(tmp_path / "ahead" / s.name / key / f"{table}.parquet")
+            b = pd.read_parquet(tmp_path / "inline" / s.name / key / f"{table}.parquet")
+            pd.testing.assert_frame_equal(a, b)
+
+
+def test_probe_inputs_are_the_probes_train_records():
+    from testbed.training.engine import probe_inputs
+
+    r = testbed.train("two_slopes", "mse", testbed.MLP(width=8, depth=1), seeds=[0], steps=5, evals=2, eval_size=32,
+                      probe_points=16)
+    np.testing.assert_array_equal(probe_inputs("two_slopes", eval_size=32, probe_points=16), r.probe.x)
 
 
 def test_a_cell_changed_after_it_finished_is_found_and_redone(tmp_path):

@@ -87,6 +87,11 @@ class Analysis(NamedTuple):
         needs: what its ``measure`` needs the training call to keep beyond the usual, e.g.
             ``("snapshots",)``: the parameters at every evaluation (`testbed.train`'s
             ``snapshots``); the suite runner asks for it on the cells it measures.
+        prepare: (task, method, probe inputs ``[n, in_dim]``) -> None: work of ``measure``
+            that needs no trained run (compiling its programs, values at the probes that it
+            keeps), done on a suite's compile thread while earlier cells train, so that the
+            cell's ``measure`` finds it done. It must not change what ``measure`` returns;
+            an error in it is ignored (``measure`` meets it again).
     """
 
     name: str
@@ -102,6 +107,7 @@ class Analysis(NamedTuple):
     findings: Callable[[Any, Tables], list[str]] | None = None
     figures: Callable[[Tables], list[Figure]] | None = None
     needs: tuple[str, ...] = ()
+    prepare: Callable[[Any, Any, Any], None] | None = None
 
 
 ANALYSES: Registry[Analysis] = Registry("analysis", Analysis)

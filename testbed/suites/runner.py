@@ -210,11 +210,12 @@ def _source_file(obj) -> str | None:
 
 class Prefetch:
     """Compiles the programs of cells ahead, on background threads, while earlier cells train
-    (`testbed.training.engine.prepare`): XLA compiles a program on one thread, so a core
-    would otherwise idle. A cell whose program is being prepared when its turn comes waits
-    for it (`wait`: the thread plans the call before the engine knows what it compiles, so
-    the cell's own call could miss it and compile it again); one that failed to compile is
-    compiled again by `train`, which raises there."""
+    (`testbed.training.engine.prepare`), and does their analyses' ``prepare`` work: XLA
+    compiles a program on one thread, so a core would otherwise idle. A cell whose program
+    is being prepared when its turn comes waits for it (`wait`: the thread plans the call
+    before the engine knows what it compiles, so the cell's own call could miss it and
+    compile it again); one that failed to compile is compiled again by `train`, which
+    raises there."""
 
     def __init__(self, cells: Sequence[Cell], workers: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
@@ -233,11 +234,19 @@ class Prefetch:
             self.jobs[program_key(cell)] = self.pool.submit(self._prepare, prepare, cell)
 
     @staticmethod
-    def _prepare(prepare, cell: Cell) -> float | None:
+    def _prepare(prepare, cell: Cell) -> None:
+        """Compile a cell's program, then run its analyses' ``prepare`` (`Analysis.prepare`)."""
+        from testbed.analyses.base import for_cell
+        from testbed.training.engine import probe_inputs
+
         try:
             args, kwargs = cell_call(cell)
-            return prepare(*args, **kwargs, program_key=durable_key(cell))
-        except Exception:  # noqa: BLE001  (train reports it, for this cell, in the main thread)
+            prepare(*args, **kwargs, program_key=durable_key(cell))
+            ready = [a.prepare for a in for_cell(args[0], args[1], cell.analyses) if a.prepare is not None]
+            probe_x = probe_inputs(args[0], **kwargs) if ready else None
+            for analysis_prepare in ready:
+                analysis_prepare(args[0], args[1], probe_x)
+        except Exception:  # noqa: BLE001  (train or measure reports it, for this cell, in the main thread)
             return None
 
     def wait(self, cell: Cell) -> None:

@@ -525,6 +525,14 @@ def prepare(task: Task | str, method: Method | str = "mse", model: ModelConfig |
     return time.perf_counter() - t0
 
 
+def probe_inputs(task: Task | str, **kwargs) -> np.ndarray:
+    """The inputs a `train` call with these keywords records predictions at
+    (``RunResult.probe.x``; keywords other than ``eval_size`` and ``probe_points`` are ignored)."""
+    task = make_task(task) if isinstance(task, str) else task
+    opts = {**_train_defaults(), **kwargs}
+    return np.asarray(_sample_eval(task, opts["eval_size"], opts["probe_points"])[1].x)
+
+
 def _train_defaults() -> dict[str, Any]:
     """`train`'s keyword defaults that `_plan` takes (one definition: train's signature)."""
     import inspect

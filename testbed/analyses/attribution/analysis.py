@@ -20,6 +20,12 @@ def _measure(task, method, result) -> dict[str, pd.DataFrame]:
     return {"attribution": attribution(task, result)}
 
 
+def _prepare(task, method, probe_x) -> None:
+    from testbed.analyses.attribution.measure import candidate_values
+
+    candidate_values(task, probe_x)  # kept: the cell's measure (and the task's other cells) read it
+
+
 def attribution_tables(attr: pd.DataFrame | None, labels: pd.DataFrame, order: list[str],
                  level: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     cols = ["task", "split", "label", "candidate", *kit.STATS]
@@ -95,4 +101,5 @@ def _figures(tables: dict) -> list[Figure]:
 def attribution() -> Analysis:
     """OOD attribution of the final predictions to candidate behaviours (runs on every cell)."""
     return Analysis("attribution", default=True, tables=("attribution",), measure=_measure, compare=_compare,
-                    printed=("attribution",), findings=_findings, figures=_figures)
+                    printed=("attribution",), findings=_findings, figures=_figures,
+                    prepare=_prepare)
