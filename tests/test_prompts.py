@@ -118,7 +118,7 @@ def test_bad_prompt_settings_are_refused():
 
 @pytest.mark.parametrize("cls,baseline", [("relu2", "two_layer_net"), ("tree", "greedy_tree")])
 def test_the_class_matched_baselines_beat_the_generic_ones(cls, baseline):
-    p = make_prompt_task(cls, d=5, points=40).sample(jax.random.key(8), 256)
+    p = make_prompt_task(cls, d=5, points=40).sample(jax.random.key(8), 64)  # errors 0.03 vs 0.26 (256: the same order)
     preds = baseline_predictions(p, (baseline, "least_squares", "knn"))
     err = {k: float(np.asarray(normalized_error(v, p).mean(0))[40]) for k, v in preds.items()}
     assert err[baseline] < 0.5 * min(err["least_squares"], err["knn"]), err
