@@ -4,7 +4,8 @@ Runs, one after another on this machine:
   1. the PyTorch script of the same workload (`torch_suite.py`: every cell of the suite,
      every seed, one model at a time; no tables or plots);
   2. ``testbed bench SUITE`` from an empty results folder and an empty compile cache (cold);
-  3. the same with the compile cache warm (results removed);
+  3. the same with the compile cache warm (results removed): programs and figures copied
+     (the same tables: `testbed.report.figure_cache`), then again with figures drawn;
   4. the finished suite again: ``testbed bench``, ``testbed compare``, ``testbed report``.
 Prints one table: compile / train / analyses / tables / report / total seconds for each
 (from the results folder's ``timing.json``; total is the whole command, start-up included)
@@ -91,9 +92,10 @@ def main() -> None:
                                   "report": 0.0, "total": th["seconds"]}
     res = work / "results"
     name = None
-    for label in ("testbed cold", "testbed warm cache"):
+    for label, extra in (("testbed cold", {}), ("testbed warm cache", {}),
+                         ("testbed warm, figures drawn", {"TESTBED_FIGURE_CACHE": "off"})):
         shutil.rmtree(res, ignore_errors=True)
-        total = timed([*testbed, "bench", str(suite), "--results", str(res), "-q"], env)
+        total = timed([*testbed, "bench", str(suite), "--results", str(res), "-q"], {**env, **extra})
         name = next(res.iterdir()).name
         rows[label] = phases(res / name, total)
     root = res / name

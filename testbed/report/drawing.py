@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from testbed.analyses.base import Analysis, make_analysis
-from testbed.core.style import save
 
 WORKERS_ENV = "TESTBED_FIGURE_WORKERS"
 
@@ -51,12 +50,19 @@ def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, form
     in report order. Several processes when ``workers`` (default `figure_workers`) > 1, or on
     ``pool`` (started ahead: `FigurePool.start`); if they cannot start, drawn here instead
     (with a warning)."""
-    names = [a.name for a in analyses]
+    from testbed.report import figure_cache
+
+    keys = figure_cache.keys([a.name for a in analyses], tables, formats)
+    drawn: dict[str, list] = {}
+    for a in analyses:  # drawn before from the same tables with the same code: copied
+        if keys[a.name] is not None and (kept := figure_cache.load(keys[a.name], fig_dir)) is not None:
+            drawn[a.name] = kept
+    kept_names = set(drawn)
+    names = [a.name for a in analyses if a.name not in kept_names]
     own = pool is None
     if own:
         n = figure_workers(len(names)) if workers is None else max(1, min(workers, len(names)))
         pool = FigurePool.start(n) if n > 1 else None
-    drawn: dict[str, list] = {}
     try:
         if pool is not None and len(names) > 1:
             drawn = pool.draw(tables, names, fig_dir, formats,
@@ -70,10 +76,15 @@ def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, form
     for a in analyses:
         if a.name not in drawn:
             drawn[a.name] = _draw(a, tables, fig_dir, formats)
+        if a.name not in kept_names and keys[a.name] is not None:
+            figure_cache.store(keys[a.name], drawn[a.name], formats)
     return order([f for a in analyses for f in drawn[a.name]])
 
 
 def _draw(a: Analysis, tables: dict, fig_dir: Path, formats: tuple[str, ...]) -> list[tuple[str | None, str, Path]]:
+    # imported when drawing: figures copied from the cache need no seaborn
+    from testbed.core.style import save
+
     out = []
     for f in a.figures(tables):
         out.append((f.task, f.caption, save(f.figure, fig_dir / f.file_stem, formats)[0]))

@@ -1,0 +1,90 @@
+"""The figure cache: a report of the same tables copies its figures; any change draws them again."""
+
+import json
+
+import pytest
+
+from testbed.analyses.base import all_analyses
+from testbed.report import drawing, figure_cache
+from testbed.report.compare import measured
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(figure_cache.ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Analyses drawn (not copied) in this process."""
+    names, real = [], drawing._draw
+    monkeypatch.setattr(drawing, "_draw", lambda a, *args: names.append(a.name) or real(a, *args))
+    return names
+
+
+def _analyses(tables):
+    return [a for a in all_analyses() if a.figures is not None and measured(a, tables)]
+
+
+def test_the_same_tables_copy_the_same_files_and_a_changed_number_draws_again(tables, cache, counted, tmp_path):
+    analyses = _analyses(tables)
+    first = drawing.draw_figures(tables, analyses, tmp_path / "a", ("png",), workers=1)
+    assert sorted(counted) == sorted(a.name for a in analyses) and len(first) > 5
+    counted.clear()
+    again = drawing.draw_figures({k: v.copy() for k, v in tables.items()}, analyses, tmp_path / "b", ("png",),
+                                 workers=1)
+    assert counted == []  # nothing drawn
+    assert [c for c, _ in again] == [c for c, _ in first]
+    assert [p.name for _, p in again] == [p.name for _, p in first]
+    assert all(a.read_bytes() == b.read_bytes() for (_, a), (_, b) in zip(first, again, strict=True))
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(p.name for p in (tmp_path / "a").iterdir())
+
+    changed = {k: v.copy() for k, v in tables.items()}
+    h = changed["history"]
+    h.loc[h.index[0], "value"] = h["value"].iloc[0] * 1.5  # one number
+    drawing.draw_figures(changed, analyses, tmp_path / "c", ("png",), workers=1)
+    assert sorted(counted) == sorted(a.name for a in analyses)  # all drawn again
+    counted.clear()
+    drawing.draw_figures(tables, analyses, tmp_path / "d", ("png", "svg"), workers=1)
+    assert sorted(counted) == sorted(a.name for a in analyses)  # another format: drawn
+
+
+def test_a_damaged_entry_is_drawn_again_and_replaced(tables, cache, counted, tmp_path):
+    analyses = _analyses(tables)[:1]
+    drawing.draw_figures(tables, analyses, tmp_path / "a", ("png",), workers=1)
+    (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    png = next(p for p in entry.iterdir() if p.suffix == ".png")
+    png.write_bytes(png.read_bytes()[:100])  # truncated
+    counted.clear()
+    out = drawing.draw_figures(tables, analyses, tmp_path / "b", ("png",), workers=1)
+    assert counted == [analyses[0].name]
+    assert out[0][1].read_bytes() == (tmp_path / "a" / out[0][1].name).read_bytes()
+    counted.clear()
+    drawing.draw_figures(tables, analyses, tmp_path / "c", ("png",), workers=1)
+    assert counted == []  # the replaced entry loads
+
+
+def test_off_and_eviction(tables, cache, counted, tmp_path, monkeypatch):
+    analyses = _analyses(tables)[:2]
+    monkeypatch.setenv(figure_cache.ENV, "off")
+    drawing.draw_figures(tables, analyses, tmp_path / "a", ("png",), workers=1)
+    drawing.draw_figures(tables, analyses, tmp_path / "b", ("png",), workers=1)
+    assert len(counted) == 4 and not cache.exists()
+    monkeypatch.setenv(figure_cache.ENV, str(cache))
+    drawing.draw_figures(tables, analyses, tmp_path / "c", ("png",), workers=1)
+    entries = sorted(p for p in cache.iterdir() if not p.name.startswith("."))
+    assert len(entries) == 2 and all(json.loads((e / "manifest.json").read_text())["files"] for e in entries)
+    size = max(sum(f.stat().st_size for f in e.iterdir()) for e in entries)
+    figure_cache._evict(cache, limit=size)  # room for one: the one used longest ago goes
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_a_table_that_cannot_be_hashed_turns_the_cache_off_for_that_report(tables, cache):
+    odd = {**tables, "odd": tables["runs"].assign(lists=[[1]] * len(tables["runs"]))}
+    assert figure_cache.table_digest(odd["odd"]) is None
+    assert set(figure_cache.keys(["ood"], odd, ("png",)).values()) == {None}
+    assert figure_cache.table_digest(tables["runs"]) == figure_cache.table_digest(tables["runs"].copy())
+    cats = tables["runs"].astype({"method": "category"})
+    flipped = cats.assign(method=cats["method"].cat.reorder_categories(list(cats["method"].cat.categories)[::-1]))
+    assert figure_cache.table_digest(flipped) != figure_cache.table_digest(cats)  # the order can matter
