@@ -415,8 +415,27 @@ def _metric_names(task: Task, method: Method) -> tuple[str, ...]:
     return ("loss", *metric_names(task), *method.extras.eval_metrics)
 
 
+_EVAL_DATA: dict[tuple[Task, int, int], EvalData] = {}  # (task, eval size, probe points) -> `_eval_data`
+_EVAL_DATA_KEPT = 32  # configurations kept (the most recent)
+
+
 def _eval_data(st: Static) -> EvalData:
-    """The fixed evaluation sets (key 0), their grouping weights and the probes."""
+    """The fixed evaluation sets (key 0), their grouping weights and the probes; kept per
+    (task, eval size, probe points), so a suite's compile thread makes them ahead of the cell
+    (~50 ms a cell on its main thread) and the task's other cells share them."""
+    key = (st.task, st.eval_size, st.probe_points)
+    with _LOCK:
+        kept = _EVAL_DATA.get(key)
+    if kept is None:
+        kept = _make_eval_data(st)
+        with _LOCK:
+            kept = _EVAL_DATA.setdefault(key, kept)
+            while len(_EVAL_DATA) > _EVAL_DATA_KEPT:
+                _EVAL_DATA.pop(next(iter(_EVAL_DATA)))
+    return kept
+
+
+def _make_eval_data(st: Static) -> EvalData:
     task = st.task
     batch, probe = _sample_eval(task, st.eval_size, st.probe_points)
     n_groups = _n_groups(task)
