@@ -9,7 +9,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TESTBED_FIGURE_WORKERS", "1")
 # Figures are drawn, not copied from an earlier run's (tests/figures/test_figure_cache.py
 # turns the figure cache on where it tests it).
-os.environ.setdefault("TESTBED_FIGURE_CACHE", "off")
+os.environ["TESTBED_FIGURE_CACHE"] = "off"
 # Compiled programs of the tests go to a folder of their own (not the user's cache), one per
 # xdist worker (the controller imports this file first and its environment reaches the
 # workers, so a worker replaces the controller's default), kept between runs on this machine;

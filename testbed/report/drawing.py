@@ -52,7 +52,7 @@ def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, form
     (with a warning)."""
     from testbed.report import figure_cache
 
-    keys = figure_cache.keys([a.name for a in analyses], tables, formats)
+    keys = figure_cache.keys(analyses, tables, formats)
     drawn: dict[str, list] = {}
     for a in analyses:  # drawn before from the same tables with the same code: copied
         if keys[a.name] is not None and (kept := figure_cache.load(keys[a.name], fig_dir)) is not None:
@@ -65,8 +65,8 @@ def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, form
         pool = FigurePool.start(n) if n > 1 else None
     try:
         if pool is not None and len(names) > 1:
-            drawn = pool.draw(tables, names, fig_dir, formats,
-                              lambda name: _draw_named(name, tables, fig_dir, formats))
+            drawn.update(pool.draw(tables, names, fig_dir, formats,
+                                   lambda name: _draw_named(name, tables, fig_dir, formats)))
             if pool.failed:  # a broken pool: what it did not draw is drawn here, nothing drawn is lost
                 warnings.warn(f"drawing figures in {pool.workers + 1} processes failed ({pool.failed}); drawing "
                               f"the rest in this one", RuntimeWarning, stacklevel=2)

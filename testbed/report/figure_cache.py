@@ -9,9 +9,15 @@ the tables takes ~0.1 s. An analysis's figures are found under a hash (`keys`) o
 * every table of the report (`table_digest`: columns, dtypes and categories, the values
   row by row, ``attrs``): any change to any number draws every figure again;
 * the code that draws (`testbed.training.executables.code_fingerprint`: the package and
-  every module loaded from outside the installed packages, plug-ins included);
+  every module loaded from outside the installed packages, plug-ins included); an analysis
+  whose figure function lives elsewhere (a notebook, a prompt, another installed package)
+  is always drawn;
 * matplotlib's settings (``rcParams``, a user's matplotlibrc included) and fonts, and the
   versions of Python, matplotlib, seaborn, numpy and pandas.
+
+A figure function must depend on nothing but its tables and the code (no environment
+variable, clock or file), as the report's figure processes already assume. SVG (``--svg``)
+is always drawn: each SVG holds its date and random ids.
 
 Where: ``TESTBED_FIGURE_CACHE`` (a folder, or ``off``); by default ``figures/`` in the
 compile cache's folder (`testbed.core.platform.compile_cache_dir`, which holds the machine's
@@ -57,23 +63,43 @@ def folder() -> Path | None:
 
 def table_digest(df) -> str | None:
     """A hash of a table's content: column names, dtypes (a categorical's categories in their
-    order), every value in row order and ``attrs``. None when a value cannot be hashed."""
+    order), every value in row order (numbers by their bits), the index unless it is the
+    default one, and ``attrs``. None when something in it cannot be hashed."""
+    import numpy as np
     import pandas as pd
 
     if not isinstance(df, pd.DataFrame):
         return None
     h = hashlib.blake2b(digest_size=20)
     try:
-        h.update(json.dumps([list(map(str, df.columns)), [str(t) for t in df.dtypes], len(df),
-                             df.attrs], default=str, sort_keys=True).encode())
-        for col in df.columns:
-            dtype = df[col].dtype
+        h.update(json.dumps([list(map(str, df.columns)), [str(t) for t in df.dtypes], len(df)]).encode())
+        h.update(_attrs_text(df.attrs).encode())
+        if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
+            h.update(pd.util.hash_pandas_object(df.index.to_frame(index=False), index=False).to_numpy().tobytes())
+        for i in range(df.shape[1]):
+            col = df.iloc[:, i]
+            dtype = col.dtype
             if isinstance(dtype, pd.CategoricalDtype):
                 h.update(repr((list(dtype.categories), dtype.ordered)).encode())
-        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    except (TypeError, ValueError):  # e.g. lists in an object column
+                h.update(np.ascontiguousarray(col.cat.codes.to_numpy()).tobytes())
+            elif isinstance(dtype, np.dtype) and dtype.kind in "biufcmM":
+                h.update(np.ascontiguousarray(col.to_numpy()).tobytes())  # the bits: -0.0 is not 0.0
+            else:
+                h.update(pd.util.hash_pandas_object(col, index=False).to_numpy().tobytes())
+    except Exception:  # noqa: BLE001  (lists in an object column, odd attrs: not cached, drawn)
         return None
     return h.hexdigest()
+
+
+def _attrs_text(attrs: dict) -> str:
+    import numpy as np
+
+    def exact(v):
+        if isinstance(v, np.ndarray):
+            return ["ndarray", str(v.dtype), list(v.shape), hashlib.blake2b(np.ascontiguousarray(v).tobytes()).hexdigest()]
+        raise TypeError(f"attrs value of type {type(v).__name__}")
+
+    return json.dumps(attrs, default=exact, sort_keys=True)
 
 
 def _drawing_environment() -> str:
@@ -93,22 +119,38 @@ def _drawing_environment() -> str:
     return json.dumps([sorted(libs.items()), sys.version, rc, fonts])
 
 
-def keys(names: Sequence[str], tables: dict, formats: Sequence[str]) -> dict[str, str | None]:
-    """Analysis name -> its figures' key (None for all when the cache is off, a table cannot be
-    hashed, or a plug-in has no source file to fingerprint)."""
-    if folder() is None:
+def keys(analyses: Sequence, tables: dict, formats: Sequence[str]) -> dict[str, str | None]:
+    """Analysis name -> its figures' key. None for every analysis when the cache is off, SVG is
+    asked for (an SVG holds its date and random ids: drawn every time), a table cannot be
+    hashed or a plug-in has no source file; None for an analysis whose figure function is not
+    in a file `code_fingerprint` reads (one defined at a prompt, in a notebook or in an
+    installed package other than testbed)."""
+    names = [a.name for a in analyses]
+    if folder() is None or "svg" in formats:
         return dict.fromkeys(names)
-    from testbed.training.executables import code_fingerprint
+    import inspect
+
+    from testbed.training.executables import code_fingerprint, defined_in_code, plugin_files
 
     digests = {name: table_digest(t) for name, t in tables.items()}
     try:
-        code = code_fingerprint()
+        files = plugin_files()
+        code = code_fingerprint(files=files)
     except (OSError, ValueError):
         return dict.fromkeys(names)
     if any(d is None for d in digests.values()):
         return dict.fromkeys(names)
     base = json.dumps([VERSION, sorted(digests.items()), list(formats), code, _drawing_environment()])
-    return {name: hashlib.sha256(f"{base}|{name}".encode()).hexdigest()[:32] for name in names}
+    covered = set(files)
+    out = {}
+    for a in analyses:
+        try:
+            source = inspect.getsourcefile(a.figures)
+        except TypeError:
+            source = None
+        out[a.name] = (hashlib.sha256(f"{base}|{a.name}".encode()).hexdigest()[:32]
+                       if defined_in_code(source, covered) else None)
+    return out
 
 
 def load(key: str, fig_dir: Path) -> list[tuple[str | None, str, Path]] | None:
@@ -169,7 +211,11 @@ def store(key: str, figures: list[tuple[str | None, str, Path]], formats: Sequen
 
 def _evict(root: Path, limit: int = LIMIT_BYTES) -> None:
     entries = []
-    for entry in root.iterdir():
+    try:
+        listing = list(root.iterdir())
+    except OSError:
+        return
+    for entry in listing:
         manifest = entry / "manifest.json"
         if entry.name.startswith(".") or not manifest.is_file():
             continue

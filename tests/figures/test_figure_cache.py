@@ -83,8 +83,69 @@ def test_off_and_eviction(tables, cache, counted, tmp_path, monkeypatch):
 def test_a_table_that_cannot_be_hashed_turns_the_cache_off_for_that_report(tables, cache):
     odd = {**tables, "odd": tables["runs"].assign(lists=[[1]] * len(tables["runs"]))}
     assert figure_cache.table_digest(odd["odd"]) is None
-    assert set(figure_cache.keys(["ood"], odd, ("png",)).values()) == {None}
+    ood = [a for a in all_analyses() if a.name == "ood"]
+    assert set(figure_cache.keys(ood, odd, ("png",)).values()) == {None}
+    assert figure_cache.keys(ood, tables, ("png",))["ood"] is not None
+    assert figure_cache.keys(ood, tables, ("png", "svg"))["ood"] is None  # an SVG is drawn every time
     assert figure_cache.table_digest(tables["runs"]) == figure_cache.table_digest(tables["runs"].copy())
     cats = tables["runs"].astype({"method": "category"})
     flipped = cats.assign(method=cats["method"].cat.reorder_categories(list(cats["method"].cat.categories)[::-1]))
     assert figure_cache.table_digest(flipped) != figure_cache.table_digest(cats)  # the order can matter
+
+
+def test_digests_see_bits_index_attrs_and_survive_odd_tables():
+    import numpy as np
+    import pandas as pd
+
+    d = figure_cache.table_digest
+    base = pd.DataFrame({"a": [0.0, 1.0], "b": ["x", "y"]})
+    assert d(base) == d(base.copy())
+    assert d(base.assign(a=[-0.0, 1.0])) != d(base)  # labels print -0.00
+    assert d(base.set_axis([5, 6])) != d(base)
+    big = base.copy()
+    big.attrs["w"] = np.zeros(2000)
+    bigger = base.copy()
+    bigger.attrs["w"] = np.zeros(2000)
+    bigger.attrs["w"][1500] = 1.0  # str() of the array would hide it
+    assert d(big) != d(bigger) and d(big) == d(big.copy())
+    assert d(pd.DataFrame([[1, 2]], columns=["a", "a"])) is not None  # duplicate names: hashed, no error
+    weird = base.copy()
+    weird.attrs["f"] = object()
+    assert d(weird) is None
+
+
+def test_a_figure_function_without_a_source_file_is_never_kept(tables, cache):
+    from testbed.analyses.base import Analysis
+
+    keys = figure_cache.keys([Analysis("nofile", figures=len), *_analyses(tables)[:1]], tables, ("png",))
+    assert keys["nofile"] is None and keys[_analyses(tables)[0].name] is not None
+
+
+class _InlinePool:
+    """A stand-in for `FigurePool`: draws here what it is given, and says what it was given."""
+
+    workers, failed = 1, None
+
+    def __init__(self):
+        self.asked = []
+
+    def draw(self, tables, names, fig_dir, formats, draw_here):
+        self.asked += names
+        return {name: draw_here(name) for name in names}
+
+
+def test_with_a_pool_only_what_is_missing_is_drawn(tables, cache, counted, tmp_path):
+    import shutil
+
+    analyses = _analyses(tables)
+    first = drawing.draw_figures(tables, analyses, tmp_path / "a", ("png",), workers=1)
+    keys = figure_cache.keys(analyses, tables, ("png",))
+    gone = [a.name for a in analyses[:2]]
+    for name in gone:
+        shutil.rmtree(cache / keys[name])
+    counted.clear()
+    pool = _InlinePool()
+    again = drawing.draw_figures(tables, analyses, tmp_path / "b", ("png",), pool=pool)
+    assert sorted(pool.asked) == sorted(gone) and sorted(counted) == sorted(gone)
+    assert [c for c, _ in again] == [c for c, _ in first]
+    assert all(a.read_bytes() == b.read_bytes() for (_, a), (_, b) in zip(first, again, strict=True))

@@ -40,6 +40,7 @@ FIT_KEY = 2  # seed of the train sample the linear_fit candidate is fitted to
 
 
 _CANDIDATES: dict[tuple, dict[str, np.ndarray]] = {}  # (task, train size, inputs) -> candidate_values
+_CANDIDATES_KEPT = 64  # the most recent
 _CANDIDATES_LOCK = threading.Lock()
 
 
@@ -60,6 +61,8 @@ def candidate_values(task: Task, x: jax.Array | np.ndarray, train_size: int = 20
             v.flags.writeable = False
         with _CANDIDATES_LOCK:
             kept = _CANDIDATES.setdefault(key, kept)
+            while len(_CANDIDATES) > _CANDIDATES_KEPT:
+                _CANDIDATES.pop(next(iter(_CANDIDATES)))
     return dict(kept)
 
 
