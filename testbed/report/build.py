@@ -147,7 +147,9 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
                  reuse: bool = True) -> tuple[str, Path]:
     """Write ``tables/`` (CSV, LaTeX), ``figures/`` (PNG; SVG too with ``svg``) and
     ``report.html`` for a suite folder. A report already made from the same finished
-    cells, labels, plug-ins, package version and options is kept (``reuse=False`` redraws).
+    cells, labels, plug-ins, package version and options is kept, and figures drawn before
+    from the same tables are copied (`testbed.report.figure_cache`); ``reuse=False``
+    redraws every figure.
 
     Returns (the markdown comparison for the terminal, the report's path).
     """
@@ -162,13 +164,14 @@ def build_report(root: str | Path, suite: Suite | None = None, *, figures: bool 
     clock = _Clock()
     pool = FigurePool.start() if figures else None  # its workers start while the tables are read
     try:
-        return _build(root, suite, clock, pool, fp, figures=figures, svg=svg)
+        return _build(root, suite, clock, pool, fp, figures=figures, svg=svg, kept=reuse)
     finally:
         if pool is not None:
             pool.close()
 
 
-def _build(root: Path, suite: Suite | None, clock, pool, fp: str, *, figures: bool, svg: bool) -> tuple[str, Path]:
+def _build(root: Path, suite: Suite | None, clock, pool, fp: str, *, figures: bool, svg: bool,
+           kept: bool = True) -> tuple[str, Path]:
     from testbed.report.drawing import draw_figures
     from testbed.report.html import write_report
 
@@ -183,7 +186,7 @@ def _build(root: Path, suite: Suite | None, clock, pool, fp: str, *, figures: bo
         for old in fig_dir.glob("[0-9][0-9].*") if fig_dir.is_dir() else []:  # numbered files of older reports
             old.unlink()
         saved = draw_figures(tables, [a for a in all_analyses() if a.figures is not None and measured(a, tables)],
-                             fig_dir, ("png", "svg") if svg else ("png",), pool=pool)
+                             fig_dir, ("png", "svg") if svg else ("png",), pool=pool, kept=kept)
     clock.lap("figures_s")
     sections = [(df.attrs.get("title", name), df) for name, df in compared.items()
                 if name != FINDINGS and not name.endswith("_long") and not df.empty]

@@ -45,20 +45,22 @@ def order(figures: Sequence[tuple[str | None, str, Path]]) -> list[tuple[str, Pa
 
 
 def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, formats: tuple[str, ...],
-                 workers: int | None = None, pool: FigurePool | None = None) -> list[tuple[str, Path]]:
+                 workers: int | None = None, pool: FigurePool | None = None,
+                 kept: bool = True) -> list[tuple[str, Path]]:
     """Draw and save every figure of ``analyses`` under ``fig_dir``; (caption, first file) each,
     in report order. Several processes when ``workers`` (default `figure_workers`) > 1, or on
     ``pool`` (started ahead: `FigurePool.start`); if they cannot start, drawn here instead
-    (with a warning)."""
+    (with a warning). An analysis's figures drawn before from the same tables and code are
+    copied (`testbed.report.figure_cache`; ``kept=False``: drawn, and kept again)."""
     from testbed.report import figure_cache
 
     keys = figure_cache.keys(analyses, tables, formats)
     drawn: dict[str, list] = {}
     for a in analyses:  # drawn before from the same tables with the same code: copied
-        if keys[a.name] is not None and (kept := figure_cache.load(keys[a.name], fig_dir)) is not None:
-            drawn[a.name] = kept
-    kept_names = set(drawn)
-    names = [a.name for a in analyses if a.name not in kept_names]
+        if kept and keys[a.name] is not None and (copied := figure_cache.load(keys[a.name], fig_dir)) is not None:
+            drawn[a.name] = copied
+    copied_names = set(drawn)
+    names = [a.name for a in analyses if a.name not in copied_names]
     own = pool is None
     if own:
         n = figure_workers(len(names)) if workers is None else max(1, min(workers, len(names)))
@@ -76,7 +78,7 @@ def draw_figures(tables: dict, analyses: Sequence[Analysis], fig_dir: Path, form
     for a in analyses:
         if a.name not in drawn:
             drawn[a.name] = _draw(a, tables, fig_dir, formats)
-        if a.name not in kept_names and keys[a.name] is not None:
+        if a.name not in copied_names and keys[a.name] is not None:
             figure_cache.store(keys[a.name], drawn[a.name], formats)
     return order([f for a in analyses for f in drawn[a.name]])
 

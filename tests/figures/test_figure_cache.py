@@ -40,6 +40,10 @@ def test_the_same_tables_copy_the_same_files_and_a_changed_number_draws_again(ta
     assert all(a.read_bytes() == b.read_bytes() for (_, a), (_, b) in zip(first, again, strict=True))
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(p.name for p in (tmp_path / "a").iterdir())
 
+    drawing.draw_figures(tables, analyses, tmp_path / "e", ("png",), workers=1, kept=False)  # --redraw
+    assert sorted(counted) == sorted(a.name for a in analyses)
+    counted.clear()
+
     changed = {k: v.copy() for k, v in tables.items()}
     h = changed["history"]
     h.loc[h.index[0], "value"] = h["value"].iloc[0] * 1.5  # one number
