@@ -17,7 +17,8 @@ the tables takes ~0.1 s. An analysis's figures are found under a hash (`keys`) o
 
 A figure function must depend on nothing but its tables and the code (no environment
 variable, clock or file), as the report's figure processes already assume. SVG (``--svg``)
-is always drawn: each SVG holds its date and random ids.
+is always drawn: each SVG holds its date and random ids. ``--redraw`` (`build_report`'s
+``reuse=False``) draws every figure again and keeps the new drawing.
 
 Where: ``TESTBED_FIGURE_CACHE`` (a folder, or ``off``); by default ``figures/`` in the
 compile cache's folder (`testbed.core.platform.compile_cache_dir`, which holds the machine's
