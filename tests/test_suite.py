@@ -241,7 +241,7 @@ def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path, monkey
 
     monkeypatch.setattr(measure, "_candidate_values", recorded)
     engine._PROGRAMS.clear()  # nothing compiled yet in this process
-    measure._CANDIDATES.clear()
+    measure._kept_candidates.cache_clear()
     ahead = run_suite(s, tmp_path / "ahead", quiet=True, prefetch=True)
     timing = ahead.timing["cells"]
     # the first cell's own call gets its program (compiled, or loaded from disk); the threads
@@ -251,7 +251,7 @@ def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path, monkey
     assert sorted(t for t, _ in computed) == ["sine_line", "step", "two_slopes"]  # once a task
     assert [th.startswith("testbed-compile") for t, th in computed if t != "sine_line"] == [True, True]
     engine._PROGRAMS.clear()
-    measure._CANDIDATES.clear()
+    measure._kept_candidates.cache_clear()
     inline = run_suite(s, tmp_path / "inline", quiet=True, prefetch=False)
     assert sorted(inline.ran) == sorted(ahead.ran)
     assert all(th == "MainThread" for _, th in computed[3:]) and len(computed) == 6

@@ -181,13 +181,6 @@ def save(fig: Figure, path_without_suffix: str | Path, formats: tuple[str, ...] 
     """
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
-    engine = fig.get_layout_engine()
-    if isinstance(engine, ConstrainedLayoutEngine) and tuple(formats) == ("png",):
-        # laid out once, here: savefig with an engine runs it twice (a draw to measure, then
-        # the draw); the same PNG bytes, ~7% of a report's figure time. (Not with SVG: laid
-        # out with the SVG renderer's text sizes, its positions differ by fractions of a point.)
-        engine.execute(fig)
-        fig.set_layout_engine(None)
     out = []
     for ext in formats:
         p = base.with_name(base.name + "." + ext)

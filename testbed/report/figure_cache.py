@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -109,11 +110,9 @@ def _drawing_environment() -> str:
 
     from testbed.core.platform import versions
 
-    libs = {**versions()}
+    libs = versions()
     for pkg in ("matplotlib", "seaborn", "pillow"):
-        with contextlib.suppress(Exception):
-            import importlib.metadata
-
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             libs[pkg] = importlib.metadata.version(pkg)
     rc = sorted((k, repr(v)) for k, v in mpl.rcParams.items() if k != "backend")
     fonts = sorted(f.fname for f in font_manager.fontManager.ttflist)
@@ -129,8 +128,6 @@ def keys(analyses: Sequence, tables: dict, formats: Sequence[str]) -> dict[str, 
     names = [a.name for a in analyses]
     if folder() is None or "svg" in formats:
         return dict.fromkeys(names)
-    import inspect
-
     from testbed.training.executables import code_fingerprint, defined_in_code, plugin_files
 
     digests = {name: table_digest(t) for name, t in tables.items()}
@@ -143,15 +140,8 @@ def keys(analyses: Sequence, tables: dict, formats: Sequence[str]) -> dict[str, 
         return dict.fromkeys(names)
     base = json.dumps([VERSION, sorted(digests.items()), list(formats), code, _drawing_environment()])
     covered = set(files)
-    out = {}
-    for a in analyses:
-        try:
-            source = inspect.getsourcefile(a.figures)
-        except TypeError:
-            source = None
-        out[a.name] = (hashlib.sha256(f"{base}|{a.name}".encode()).hexdigest()[:32]
-                       if defined_in_code(source, covered) else None)
-    return out
+    return {a.name: hashlib.sha256(f"{base}|{a.name}".encode()).hexdigest()[:32]
+            if defined_in_code(a.figures, covered) else None for a in analyses}
 
 
 def load(key: str, fig_dir: Path) -> list[tuple[str | None, str, Path]] | None:

@@ -186,7 +186,7 @@ def durable_key(cell: Cell) -> str | None:
         factories = [*(METHODS.factory(n) for n in METHODS.names()), *(MODELS.factory(n) for n in MODELS.names()),
                      *TASK_FACTORIES.values()]
         files = executables.plugin_files()
-        if not all(executables.defined_in_code(_source_file(f), set(files)) for f in factories):
+        if not all(executables.defined_in_code(f, set(files)) for f in factories):
             return None
         fingerprint = executables.code_fingerprint(extra, files)
     except (OSError, ValueError):
@@ -197,15 +197,6 @@ def durable_key(cell: Cell) -> str | None:
             "train": [(k, len(v) if k in sized else v) for k, v in kwargs.items()]}
     text = json.dumps(call, default=repr) + fingerprint  # not sorted: the order of options can matter
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _source_file(obj) -> str | None:
-    import inspect
-
-    try:
-        return inspect.getsourcefile(obj)
-    except TypeError:  # a builtin: no file
-        return None
 
 
 class Prefetch:

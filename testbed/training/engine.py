@@ -142,7 +142,6 @@ def release_programs() -> None:
     import sys
 
     _PROGRAMS.clear()
-    _PROBE_SPLITS.clear()
     for name, mod in list(sys.modules.items()):
         if (name == "testbed" or name.startswith("testbed.")) and mod is not None:
             for value in list(vars(mod).values()):
@@ -403,7 +402,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         profile=profile, run_metrics=run_metrics,
         params=jax.tree.map(lambda a: np.asarray(a)[:keep], carry.params), graphdef=prog.graphdef,
         probe=jax.tree.map(np.asarray, data.probe),
-        probe_split=_probe_split(st, data.probe.x),
+        probe_split=_probe_split(st),
         probe_grid=int(raw_grid(task.domain, st.probe_points).shape[0]),
         timing={"compile_s": prog.compile_s, "compiled": compiled, "compile_wait_s": t_run - t0, "wall_s": wall,
                 "run_s": run_s, "runs": len(runs), "devices": len(devices)},
@@ -415,31 +414,23 @@ def _metric_names(task: Task, method: Method) -> tuple[str, ...]:
     return ("loss", *metric_names(task), *method.extras.eval_metrics)
 
 
-_EVAL_DATA: dict[tuple[Task, int, int], EvalData] = {}  # (task, eval size, probe points) -> `_eval_data`
-_EVAL_DATA_KEPT = 32  # configurations kept (the most recent)
-
-
 def _eval_data(st: Static) -> EvalData:
-    """The fixed evaluation sets (key 0), their grouping weights and the probes; kept per
-    (task, eval size, probe points), so a suite's compile thread makes them ahead of the cell
-    (~50 ms a cell on its main thread) and the task's other cells share them."""
-    key = (st.task, st.eval_size, st.probe_points)
-    with _LOCK:
-        kept = _EVAL_DATA.get(key)
-    if kept is None:
-        kept = _make_eval_data(st)
-        with _LOCK:
-            kept = _EVAL_DATA.setdefault(key, kept)
-            while len(_EVAL_DATA) > _EVAL_DATA_KEPT:
-                _EVAL_DATA.pop(next(iter(_EVAL_DATA)))
-    return kept
+    """The fixed evaluation sets (key 0), their grouping weights and the probes (`_eval_data_for`)."""
+    return _eval_data_for(st.task, st.eval_size, st.probe_points)
 
 
-def _make_eval_data(st: Static) -> EvalData:
-    task = st.task
-    batch, probe = _sample_eval(task, st.eval_size, st.probe_points)
+@functools.lru_cache(maxsize=32)
+def _eval_data_for(task: Task, eval_size: int, probe_points: int) -> EvalData:
+    """`_eval_data`, kept per (task, eval size, probe points), the most recent 32: a suite's
+    compile thread makes them ahead of the cell (~50 ms a cell on its main thread) and the
+    task's other cells share them."""
+    return _make_eval_data(task, eval_size, probe_points)
+
+
+def _make_eval_data(task: Task, eval_size: int, probe_points: int) -> EvalData:
+    batch, probe = _sample_eval(task, eval_size, probe_points)
     n_groups = _n_groups(task)
-    split_id = np.repeat(np.arange(len(task.splits)), st.eval_size)
+    split_id = np.repeat(np.arange(len(task.splits)), eval_size)
     piece = np.asarray(batch.piece)
     onehot = np.zeros((len(piece), len(task.splits) * n_groups), np.float32)
     rows = np.arange(len(piece))
@@ -478,17 +469,16 @@ def _sample_eval(task: Task, eval_size: int, probe_points: int) -> tuple[Batch, 
     return batch, Batch(px, task(px), task.piece_of(px))
 
 
-_PROBE_SPLITS: dict[tuple[Task, int], np.ndarray] = {}  # (task, probe_points) -> `probe_splits` of its probes
+def _probe_split(st: Static) -> np.ndarray:
+    """`probe_splits` of a configuration's probes (a copy of `_probe_split_for`)."""
+    return _probe_split_for(st.task, st.eval_size, st.probe_points).copy()
 
 
-def _probe_split(st: Static, probe_x) -> np.ndarray:
-    """`probe_splits` of a configuration's probes, once per (task, probe points): the probes do
-    not depend on anything else, and the eager split tests take ~0.1 s a cell (`prepare`
-    computes them on its thread)."""
-    key = (st.task, st.probe_points)
-    if key not in _PROBE_SPLITS:
-        _PROBE_SPLITS[key] = probe_splits(st.task, np.asarray(probe_x))
-    return _PROBE_SPLITS[key].copy()
+@functools.lru_cache(maxsize=32)
+def _probe_split_for(task: Task, eval_size: int, probe_points: int) -> np.ndarray:
+    """`probe_splits` of the probes of `_eval_data_for`, kept: the eager split tests take ~0.1 s a
+    cell (`prepare` computes them on its thread)."""
+    return probe_splits(task, np.asarray(_eval_data_for(task, eval_size, probe_points).probe.x))
 
 
 def probe_splits(task: Task, probe_x: np.ndarray) -> np.ndarray:
@@ -540,7 +530,7 @@ def prepare(task: Task | str, method: Method | str = "mse", model: ModelConfig |
     durable = kwargs.pop("program_key", None)
     plan = _plan(task, method, model, optimizer, **{**_train_defaults(), **kwargs})
     _program(plan.st, len(plan.keys), plan.keys, plan.hp, plan.p0, plan.data, plan.by_run, plan.replicated, durable)
-    _probe_split(plan.st, plan.data.probe.x)
+    _probe_split(plan.st)
     return time.perf_counter() - t0
 
 
@@ -549,7 +539,7 @@ def probe_inputs(task: Task | str, **kwargs) -> np.ndarray:
     (``RunResult.probe.x``; keywords other than ``eval_size`` and ``probe_points`` are ignored)."""
     task = make_task(task) if isinstance(task, str) else task
     opts = {**_train_defaults(), **kwargs}
-    return np.asarray(_sample_eval(task, opts["eval_size"], opts["probe_points"])[1].x)
+    return np.asarray(_eval_data_for(task, opts["eval_size"], opts["probe_points"]).probe.x)
 
 
 def _train_defaults() -> dict[str, Any]:

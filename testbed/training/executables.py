@@ -160,9 +160,16 @@ def plugin_files() -> list[Path]:
     return sorted(out)
 
 
-def defined_in_code(filename: str | None, files: set[Path] | None = None) -> bool:
-    """Whether a factory defined in ``filename`` is covered by `code_fingerprint` (``files``:
-    `plugin_files`, when the caller has them)."""
+def defined_in_code(obj, files: set[Path] | None = None) -> bool:
+    """Whether function ``obj`` (a factory, a figure function) is defined in a file
+    `code_fingerprint` covers (``files``: `plugin_files`, when the caller has them); not one
+    defined at a prompt, in a notebook or in an installed package other than testbed."""
+    import inspect
+
+    try:
+        filename = inspect.getsourcefile(obj)
+    except TypeError:  # a builtin: no file
+        return False
     if not filename:
         return False
     try:

@@ -23,8 +23,6 @@ target on some points never steals them.
 from __future__ import annotations
 
 import functools
-import hashlib
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -39,31 +37,24 @@ from testbed.training.result import RunResult
 FIT_KEY = 2  # seed of the train sample the linear_fit candidate is fitted to
 
 
-_CANDIDATES: dict[tuple, dict[str, np.ndarray]] = {}  # (task, train size, inputs) -> candidate_values
-_CANDIDATES_KEPT = 64  # the most recent
-_CANDIDATES_LOCK = threading.Lock()
-
-
 def candidate_values(task: Task, x: jax.Array | np.ndarray, train_size: int = 2048) -> dict[str, np.ndarray]:
     """Every candidate behaviour evaluated at model inputs ``x: [n, in_dim]``.
 
     Returns name -> [n] (scalar, class) or [n, k] arrays (read-only), the target first.
-    Kept per (task, inputs): the cells of a task share their probes, and a suite computes
-    them ahead on a compile thread (the analysis' ``prepare``) while earlier cells train.
+    Kept per (task, inputs), the most recent 64: the cells of a task share their probes, and
+    a suite computes them ahead on a compile thread (the analysis' ``prepare``) while earlier
+    cells train.
     """
     xs = np.ascontiguousarray(x)
-    key = (task, train_size, xs.shape, xs.dtype.str, hashlib.blake2b(xs.tobytes(), digest_size=16).digest())
-    with _CANDIDATES_LOCK:
-        kept = _CANDIDATES.get(key)
-    if kept is None:
-        kept = _candidate_values(task, xs, train_size)
-        for v in kept.values():
-            v.flags.writeable = False
-        with _CANDIDATES_LOCK:
-            kept = _CANDIDATES.setdefault(key, kept)
-            while len(_CANDIDATES) > _CANDIDATES_KEPT:
-                _CANDIDATES.pop(next(iter(_CANDIDATES)))
-    return dict(kept)
+    return dict(_kept_candidates(task, xs.tobytes(), xs.shape, xs.dtype.str, train_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_candidates(task: Task, data: bytes, shape: tuple, dtype: str, train_size: int) -> dict[str, np.ndarray]:
+    out = _candidate_values(task, np.frombuffer(data, dtype).reshape(shape), train_size)
+    for v in out.values():
+        v.flags.writeable = False
+    return out
 
 
 def _candidate_values(task: Task, x: np.ndarray, train_size: int) -> dict[str, np.ndarray]:
