@@ -5,6 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import testbed
 from testbed.tasks.registry import make_task
@@ -200,3 +202,15 @@ def test_trained_history_is_consistent_end_to_end():
         np.testing.assert_allclose(pieces @ w, whole, rtol=1e-5, atol=1e-7)
         assert (w > 0).all() and abs(w.sum() - 1) < 1e-4, w
         np.testing.assert_allclose(w * eval_size, np.round(w * eval_size), atol=1e-3)  # shares of 64 points
+
+
+@given(st.lists(st.sampled_from(["train", "none", "far", "b", "a"]), min_size=1, max_size=8), st.integers(1, 4))
+def test_probe_table_categories_are_those_of_the_strings(labels, repeats):
+    # probe_table builds its label columns from per-probe codes; they must equal the categorical
+    # pandas makes of the full string column (the values present, sorted), duplicates included
+    from testbed.training.tables import _expand
+
+    labels = np.asarray(labels)
+    index = np.tile(np.arange(len(labels)), repeats)
+    got = pd.Series(_expand(labels, index))
+    pd.testing.assert_series_equal(got, pd.Series(labels[index]).astype("category"))

@@ -249,7 +249,7 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
     keys = jax.device_put(jnp.stack([jax.random.key(s) for _, s in runs_padded]), by_run)
     hp = HParams(*(jax.device_put(jnp.asarray([grid[h][i] for h, _ in runs_padded], jnp.float32), by_run)
                    for i in range(3)))
-    data = _eval_shapes(st) if abstract_data else jax.device_put(_eval_data(st), replicated)
+    data = _eval_shapes(task, eval_size, probe_points) if abstract_data else jax.device_put(_eval_data(st), replicated)
     p0 = None
     if init_params is not None:
         leaves = jax.tree.leaves(init_params)
@@ -357,7 +357,7 @@ def train(task: Task | str, method: Method | str = "mse", model: ModelConfig | s
         bar = tqdm(total=steps, desc=f"{task.name}/{method.name} x{len(runs)}", unit="step", leave=False)
     outs = []
     for c in range(n_chunks):
-        carry, ys = prog.chunk(carry, hp, jnp.int32(c * chunk), data)
+        carry, ys = prog.chunk(carry, hp, np.int32(c * chunk), data)  # numpy: jnp.int32 is an eager op (~1 ms)
         outs.append(ys)
         done = min((c + 1) * chunk, steps)
         if bar is not None or on_progress is not None:
@@ -441,12 +441,14 @@ def _make_eval_data(task: Task, eval_size: int, probe_points: int) -> EvalData:
     return EvalData(batch, jnp.asarray(group), probe)
 
 
-def _eval_shapes(st: Static) -> EvalData:
-    """`_eval_data`'s shapes and types, traced without compiling or running anything (the
+@functools.lru_cache(maxsize=32)
+def _eval_shapes(task: Task, eval_size: int, probe_points: int) -> EvalData:
+    """`_eval_data_for`'s shapes and types, traced without compiling or running anything (the
     evaluation sets' program takes 0.5-2.5 s to compile: a suite's memory check before the
-    first cell must not pay it for every task)."""
-    batch, probe = jax.eval_shape(lambda: _sample_eval(st.task, st.eval_size, st.probe_points))
-    group = jax.ShapeDtypeStruct((batch.x.shape[0], len(st.task.splits) * _n_groups(st.task)), jnp.float32)
+    first cell must not pay it for every task), kept: a task's cells share them (tracing
+    took ~30 ms a cell of a suite's check)."""
+    batch, probe = jax.eval_shape(lambda: _sample_eval(task, eval_size, probe_points))
+    group = jax.ShapeDtypeStruct((batch.x.shape[0], len(task.splits) * _n_groups(task)), jnp.float32)
     return EvalData(batch, group, probe)
 
 
