@@ -89,3 +89,21 @@ def test_make_method_errors_and_cache():
         testbed.make_method("mse", bins=3)
     with pytest.raises(ConfigError, match="already registered"):
         testbed.register_method("mse")(lambda: None)
+    # a table as in a suite file, given as the name: a clear error, not "unhashable type"
+    with pytest.raises(ConfigError, match=r"method: expected a registered name \(a string\), got dict .*'ce'.*"
+                                          r"make_method\('name', option=value\)"):
+        testbed.make_method({"name": "ce", "encoding": "hl_gauss"})
+
+
+def test_a_registry_gives_threads_one_object():
+    # compiled programs are found by identity (a method, a model): threads asking at once share one
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from testbed.core.registry import Registry
+
+    things = Registry("thing", object)
+    things.register("slow")(lambda: time.sleep(0.05) or object())
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: things.make("slow"), range(8)))
+    assert all(m is got[0] for m in got)

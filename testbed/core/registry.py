@@ -8,12 +8,15 @@ that closes over it is reused.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from testbed.core.errors import ConfigError, UnknownNameError, call_factory
 
 T = TypeVar("T")
+_MAKING = threading.RLock()  # one for every registry (a factory may make from another): two threads
+# asking for the same object get the same one (compiled programs are found by identity)
 
 
 class Registry(Generic[T]):
@@ -65,12 +68,21 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: the name is not registered. ConfigError: bad keywords or result.
         """
+        if not isinstance(name, str):
+            raise ConfigError(f"{self.kind}: expected a registered name (a string), got {type(name).__name__} "
+                              f"{name!r}; options go as keywords, e.g. make_{self.kind}('name', option=value); "
+                              f"known {self.kind}s: {', '.join(self.names())}")
         if name not in self._factories:
             raise UnknownNameError(self.kind, name, self.names())
         key = (name, freeze(kwargs))
-        if key not in self._cache:
-            self._cache[key] = call_factory(self.kind, name, self._factories[name], kwargs, self.returns)
-        return self._cache[key]
+        try:
+            hash(key)
+        except TypeError:  # an option that cannot be a key (an array, say): built each time
+            return call_factory(self.kind, name, self._factories[name], kwargs, self.returns)
+        with _MAKING:
+            if key not in self._cache:
+                self._cache[key] = call_factory(self.kind, name, self._factories[name], kwargs, self.returns)
+            return self._cache[key]
 
 
 def freeze(v: Any, top: bool = True) -> Any:
