@@ -204,13 +204,14 @@ def test_trained_history_is_consistent_end_to_end():
         np.testing.assert_allclose(w * eval_size, np.round(w * eval_size), atol=1e-3)  # shares of 64 points
 
 
-@given(st.lists(st.sampled_from(["train", "none", "far", "b", "a"]), min_size=1, max_size=8), st.integers(1, 4))
-def test_probe_table_categories_are_those_of_the_strings(labels, repeats):
+@given(st.lists(st.sampled_from(["train", "none", "far", "b", "a"]), min_size=1, max_size=8),
+       st.lists(st.integers(0, 7), min_size=1, max_size=30))
+def test_probe_table_categories_are_those_of_the_strings(labels, picks):
     # probe_table builds its label columns from per-probe codes; they must equal the categorical
     # pandas makes of the full string column (the values present, sorted), duplicates included
     from testbed.training.tables import _expand
 
     labels = np.asarray(labels)
-    index = np.tile(np.arange(len(labels)), repeats)
+    index = np.asarray(picks) % len(labels)
     got = pd.Series(_expand(labels, index))
     pd.testing.assert_series_equal(got, pd.Series(labels[index]).astype("category"))

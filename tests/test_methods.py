@@ -93,6 +93,8 @@ def test_make_method_errors_and_cache():
     with pytest.raises(ConfigError, match=r"method: expected a registered name \(a string\), got dict .*'ce'.*"
                                           r"make_method\('name', option=value\)"):
         testbed.make_method({"name": "ce", "encoding": "hl_gauss"})
+    with pytest.raises(ConfigError, match=r"method 'ce': option values must be numbers.*\{'bins': \{1, 2\}\}"):
+        testbed.make_method("ce", bins={1, 2})
 
 
 def test_a_registry_gives_threads_one_object():

@@ -77,8 +77,9 @@ class Registry(Generic[T]):
         key = (name, freeze(kwargs))
         try:
             hash(key)
-        except TypeError:  # an option that cannot be a key (an array, say): built each time
-            return call_factory(self.kind, name, self._factories[name], kwargs, self.returns)
+        except TypeError:  # built each time, it would compile its programs each time
+            raise ConfigError(f"{self.kind} {name!r}: option values must be numbers, strings, booleans or lists "
+                              f"and tables of them, got {kwargs!r}") from None
         with _MAKING:
             if key not in self._cache:
                 self._cache[key] = call_factory(self.kind, name, self._factories[name], kwargs, self.returns)

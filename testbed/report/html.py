@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -152,7 +153,7 @@ def _content_html(content) -> str:
 def _image_uri(fig: Figure | Path | str) -> str:
     """A base64 data URI: figures as PNG at the report resolution (then closed); files as they are
     (.png, .svg)."""
-    if not isinstance(fig, Path | str):  # a matplotlib Figure
+    if not isinstance(fig, str | os.PathLike):  # a matplotlib Figure
         import matplotlib.pyplot as plt
 
         from testbed.core.style import DPI
