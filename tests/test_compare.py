@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from testbed.analyses.kit import final_values
+from testbed.analyses.kit import final_values, sort_by
 from testbed.report.compare import comparison, render_markdown
 from testbed.report.tables import latex_escape, write_tables
 
@@ -176,6 +176,16 @@ def test_ratio_is_mean_of_per_run_ratios():
 
 
 # ---------------------------------------------------------------------------- splits, pieces
+@pytest.mark.parametrize("categorical", [False, True])
+def test_sort_by_follows_the_given_order(categorical):
+    # the suite's label order, not the alphabet: a categorical column (as read back) too
+    df = pd.DataFrame({"label": ["b", "a", "z", "c", "a"], "task": ["t2", "t1", "t1", "t1", "t2"], "v": range(5)})
+    if categorical:
+        df = df.astype({"label": "category", "task": "category"})
+    out = sort_by(df, {"label": ["c", "b", "a"], "task": ["t2", "t1"]})
+    assert list(out["v"]) == [3, 0, 4, 1, 2]  # z, not in the order, last
+
+
 def test_final_values_per_cell_last_step_and_pieces():
     rows = ood_rows("t1", "mse", {"ood": [1.0, 2.0]}, train=[0.1, 0.2])
     rows += ood_rows("t1", "mse", {"ood": [3.0, 5.0]}, train=[0.3, 0.4], piece="left")

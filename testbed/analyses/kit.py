@@ -75,11 +75,16 @@ def fmt_ci(mean: float, lo: float, hi: float, digits: int) -> str:
 
 
 def sort_by(df: pd.DataFrame, keys: dict[str, list]) -> pd.DataFrame:
-    """Sort by columns, each in the given value order."""
+    """Sort by columns, each in the given value order (values not in it last, in their order).
+    A categorical column too: it is ranked by the given order, not by its categories."""
     if df.empty:
         return df.reset_index(drop=True)
     pos = {c: {v: i for i, v in enumerate(order)} for c, order in keys.items()}
-    return df.sort_values(list(keys), key=lambda s: s.map(pos[s.name]), kind="stable").reset_index(drop=True)
+
+    def rank(s: pd.Series) -> pd.Series:  # mapping a categorical gives a categorical, sorted by its categories
+        return s.astype(object).map(pos[s.name]).astype(float)
+
+    return df.sort_values(list(keys), key=rank, kind="stable").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------- final values
