@@ -1,5 +1,6 @@
 """Suites: parsing and its errors, cell keys, resume after a kill, attribution."""
 
+import json
 import os
 import signal
 import subprocess
@@ -358,6 +359,24 @@ def test_a_suite_that_would_not_fit_in_memory_is_refused_before_any_cell_runs(tm
                                                r"turn down probe_points"):
         run_suite(suite, tmp_path / "r", quiet=True)
     assert not list((tmp_path / "r" / "tiny").glob("*/DONE"))
+
+
+def test_routing_block_order_enters_the_cell_key(tmp_path):
+    # the first blocks take the spare units, so two orders are two configurations
+    from testbed.core.files import cell_key
+
+    def cell(blocks: str, name: str):
+        text = TINY_SUITE.replace('methods = ["mse"]', f'methods = [{{ name = "routing", blocks = {blocks} }}]')
+        return next(c for c in load_suite(write(tmp_path, text, name)).cells if c.task == "two_slopes")
+
+    ab = cell('{ a = ["shallow"], b = ["steep"] }', "a.toml")
+    ba = cell('{ b = ["steep"], a = ["shallow"] }', "b.toml")
+    assert ab.key != ba.key
+    assert json.loads(json.dumps(ba.config()["method"]["blocks"])) == [["b", ["steep"]], ["a", ["shallow"]]]
+    assert testbed.make_method("routing", blocks=[["b", ["steep"]], ["a", ["shallow"]]]).hparams  # it reads so
+    # a table in sorted order keeps the key it had
+    assert ab.key == cell_key({**ab.config(), "method": {**ab.config()["method"],
+                                                          "blocks": {"a": ["shallow"], "b": ["steep"]}}})
 
 
 def test_a_changed_default_enters_only_its_methods_cell_keys(tmp_path, monkeypatch):

@@ -33,11 +33,23 @@ def analysis_defaults(analyses, method: str) -> dict[str, dict[str, object]]:
             and m in KEYED_DEFAULTS}
 
 
+# Options whose table order means something (routing: the first blocks take the spare units, and
+# ``sizes`` go by position). A key's JSON sorts table keys, so such a table out of sorted order is
+# keyed as its list of [name, value] pairs, which the method reads the same way; in sorted order it
+# is keyed as the table, as before.
+ORDERED_OPTIONS: dict[str, tuple[str, ...]] = {"routing": ("blocks",)}
+
+
 def with_defaults(method: dict) -> dict:
     """A method's config (``{"name": ..., options...}``) with its keyed defaults filled in under
     the options it gives: what a cell's key hashes."""
     name = method["name"]
-    return {"name": name, **KEYED_DEFAULTS.get(name, {}), **{k: v for k, v in method.items() if k != "name"}}
+    out = {"name": name, **KEYED_DEFAULTS.get(name, {}), **{k: v for k, v in method.items() if k != "name"}}
+    for option in ORDERED_OPTIONS.get(name, ()):
+        table = out.get(option)
+        if isinstance(table, dict) and list(table) != sorted(table):
+            out[option] = [[k, v] for k, v in table.items()]
+    return out
 
 
 def keyed_default(method: str, name: str) -> object:
