@@ -373,7 +373,14 @@ def test_routing_block_order_enters_the_cell_key(tmp_path):
     ba = cell('{ b = ["steep"], a = ["shallow"] }', "b.toml")
     assert ab.key != ba.key
     assert json.loads(json.dumps(ba.config()["method"]["blocks"])) == [["b", ["steep"]], ["a", ["shallow"]]]
-    assert testbed.make_method("routing", blocks=[["b", ["steep"]], ["a", ["shallow"]]]).hparams  # it reads so
+    # routing reads the pairs as it reads the table: the same blocks in the same order
+    from testbed.methods.routing import block_spec
+    from testbed.tasks import make_task
+
+    task = make_task("two_slopes")
+    pairs = block_spec(task, [["b", ["steep"]], ["a", ["shallow"]]])
+    table = block_spec(task, {"b": ["steep"], "a": ["shallow"]})
+    assert pairs.names == table.names == ("b", "a") and pairs.members == table.members
     # a table in sorted order keeps the key it had
     assert ab.key == cell_key({**ab.config(), "method": {**ab.config()["method"],
                                                           "blocks": {"a": ["shallow"], "b": ["steep"]}}})

@@ -424,10 +424,6 @@ def _eval_data_for(task: Task, eval_size: int, probe_points: int) -> EvalData:
     """`_eval_data`, kept per (task, eval size, probe points), the most recent 32: a suite's
     compile thread makes them ahead of the cell (~50 ms a cell on its main thread) and the
     task's other cells share them."""
-    return _make_eval_data(task, eval_size, probe_points)
-
-
-def _make_eval_data(task: Task, eval_size: int, probe_points: int) -> EvalData:
     batch, probe = _sample_eval(task, eval_size, probe_points)
     n_groups = _n_groups(task)
     split_id = np.repeat(np.arange(len(task.splits)), eval_size)
