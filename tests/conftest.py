@@ -26,7 +26,8 @@ if os.environ.get("TESTBED_COMPILE_CACHE", _SHARED) == _SHARED:
 # in their last bits and some programs run slower, so only tests use it, never the product
 # (jax is pinned below 0.11, where XLA knows the flag).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false").strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+                               " --xla_cpu_use_fusion_emitters=false").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
