@@ -28,43 +28,12 @@ from testbed.analyses.figkit import (
     step_axis,
     with_labels,
 )
+from testbed.analyses.probes.cube import Cube, _probe_table, log_softmax
 from testbed.core.style import SPLIT_DASHES, cell_edges, run_bounds
 
 __all__ = ["Cube", "cube_values", "draw_run_curves", "probe_runs", "run_curves", "train_intervals"]
 
 CLASS_COLORS = ("#3a3a3a", "#62b58c")  # argmax wrong, right
-
-
-def _probe_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The probes table with the true target value renamed ``target`` for the plotting code.
-
-    docs/suite_tables.md names the value ``y`` (``target`` is the cell's target kind).
-    """
-    p = tables["probes"]
-    if "y" in p.columns:
-        p = p.drop(columns=[c for c in p.columns if c == "target"]).rename(columns={"y": "target"})
-    return p
-
-
-class Cube:
-    """One run's probe predictions as arrays: steps [E], x0/x1/split [P], pred [E, P, K], target [P, K]."""
-
-    def __init__(self, df: pd.DataFrame):
-        self.steps = np.sort(df["step"].unique()).astype(np.float64)
-        probes = np.sort(df["probe"].unique())
-        outputs = np.sort(df["output"].unique())
-        e = np.searchsorted(self.steps, df["step"].to_numpy(np.float64))
-        p = np.searchsorted(probes, df["probe"].to_numpy())
-        k = np.searchsorted(outputs, df["output"].to_numpy())
-        self.pred = np.full((len(self.steps), len(probes), len(outputs)), np.nan)
-        self.pred[e, p, k] = df["pred"].to_numpy(np.float64)
-        self.target = np.full((len(probes), len(outputs)), np.nan)
-        self.target[p, k] = df["target"].to_numpy(np.float64)
-        first = df.drop_duplicates("probe").set_index("probe").reindex(probes)
-        self.x0 = first["x0"].to_numpy(np.float64)
-        self.x1 = first["x1"].to_numpy(np.float64) if "x1" in first else np.full(len(probes), np.nan)
-        self.split = first["split"].astype(str).to_numpy()
-        self.K = len(outputs)
 
 
 def probe_runs(tables, task: str, method) -> list[tuple[str, pd.DataFrame, dict]]:
@@ -108,11 +77,6 @@ def train_intervals(x0: np.ndarray, split: np.ndarray, integer: bool | None = No
 
 
 # -- what the heatmaps show -----------------------------------------------------------------
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - np.nanmax(z, axis=-1, keepdims=True)
-    return z - np.log(np.nansum(np.exp(z), axis=-1, keepdims=True))
-
 
 def _probe_value(cube: Cube, target: str) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Per (step, probe) value shown in the heatmaps, the target's value per probe (or None)

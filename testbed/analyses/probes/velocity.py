@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from testbed.analyses.probes.runs import Cube, _probe_table, log_softmax
+from testbed.analyses.probes.cube import Cube, _probe_table, log_softmax
 
 VELOCITY_COLUMNS = ["step", "split", "piece", "velocity"]
 
