@@ -131,21 +131,36 @@ def _candidates(t, key, m, split):
                                          jnp.asarray(s.high, jnp.float32)[None]))
 
 
-@pytest.mark.parametrize("name", ["sine_line", "checkerboard", "radial"])
-def test_rejection_keeps_the_first_accepted_candidates_in_order(name, key):
-    """A batch is the first n candidates that land in the split (NumPy reference)."""
+# Rejection sampling ranks the accepted candidates by a scatter or by a search
+# (`testbed.tasks.task.first_accepted`, chosen by the candidate count): each test runs both.
+HOW = {"scatter": 10**9, "search": 0}
+
+
+@pytest.fixture(params=sorted(HOW))
+def how(request, monkeypatch):
+    import testbed.tasks.task as task_mod
+
+    monkeypatch.setattr(task_mod, "SEARCH_FROM", HOW[request.param])  # seen by unjitted `_sample_raw`
+    return request.param
+
+
+@pytest.mark.parametrize("n", [N, 128])
+def test_rejection_keeps_the_first_accepted_candidates_in_order(task, how, n, key):
+    """A batch is the first n candidates that land in the split (NumPy reference), for every
+    split of every task, ranked either way."""
     from testbed.tasks.task import candidates_needed
 
-    t = testbed.make_task(name)
-    for split in t.splits:
-        s = t.split(split)
-        m = candidates_needed(N, s.rate, rate_floor=1.5e-4)
-        cand = _candidates(t, key, m, split)
-        want = cand[np.asarray(s.where(jnp.asarray(cand)))][:N]
-        np.testing.assert_array_equal(np.asarray(t.sample_raw(key, N, split)), want)
+    for split in task.splits:
+        s = task.split(split)
+        if s.points is not None:
+            continue  # integer splits draw exactly, without rejection
+        m = candidates_needed(n, s.rate, rate_floor=1.5e-4)
+        cand = _candidates(task, key, m, split)
+        want = cand[np.asarray(s.where(jnp.asarray(cand)))][:n]
+        np.testing.assert_array_equal(np.asarray(task._sample_raw(key, n, split)), want, err_msg=split)
 
 
-def test_rejection_shortfall_reuses_accepted_points(key, monkeypatch):
+def test_rejection_shortfall_reuses_accepted_points(key, how, monkeypatch):
     """With too few candidates (forced), accepted points repeat in order: none outside the split."""
     import testbed.tasks.task as task_mod
 
@@ -158,7 +173,7 @@ def test_rejection_shortfall_reuses_accepted_points(key, monkeypatch):
     np.testing.assert_array_equal(raw, accepted[np.arange(N) % len(accepted)])
 
 
-def test_rejection_with_nothing_accepted_stays_in_the_sampling_box(key, monkeypatch):
+def test_rejection_with_nothing_accepted_stays_in_the_sampling_box(key, how, monkeypatch):
     """Forced to draw too few candidates for any to land in a small split, the batch holds
     the candidates themselves (inside the split's sampling box), not placeholder zeros."""
     import testbed.tasks.task as task_mod
@@ -172,6 +187,13 @@ def test_rejection_with_nothing_accepted_stays_in_the_sampling_box(key, monkeypa
     raw = np.asarray(t._sample_raw(key, N, split))
     np.testing.assert_array_equal(raw, cand[np.arange(N) % m])
     assert np.all((raw >= np.asarray(s.low)) & (raw <= np.asarray(s.high)))
+
+
+def test_first_accepted_refuses_an_unknown_way():
+    from testbed.tasks.task import first_accepted
+
+    with pytest.raises(ValueError, match="scatter, search"):
+        first_accepted(jnp.zeros((4, 1)), jnp.ones(4, bool), 2, how="sort")
 
 
 def test_integer_sampling_is_exact_and_uniform(key):
