@@ -204,6 +204,21 @@ def test_integer_sampling_is_exact_and_uniform(key):
     assert counts.min() > 0.8 * counts.mean()
 
 
+INTEGER_TASKS = [n for n in testbed.list_tasks() if testbed.make_task(n).domain.kind == "integers"]
+
+
+@pytest.mark.parametrize("task", INTEGER_TASKS)
+def test_integer_splits_draw_the_points_at_jax_randint(task, key):
+    """An integer split draws ``points[randint(key)]``, inside and outside jit (power-of-two
+    splits draw their indices through a reduction: `testbed.tasks.task.draw_indices`)."""
+    t = testbed.make_task(task)
+    for s in t.split_specs:
+        want = np.asarray(s.points, np.float32)[np.asarray(jax.random.randint(key, (97,), 0, len(s.points)))]
+        np.testing.assert_array_equal(np.asarray(t.sample_raw(key, 97, s.name)), want)
+        np.testing.assert_array_equal(np.asarray(jax.jit(lambda k, s=s: t.sample(k, 97, s.name).x)(key)),
+                                      np.asarray(t.domain.encode(jnp.asarray(want))))
+
+
 def test_make_task_is_cached_and_overrides_apply():
     assert testbed.make_task("sine_line") is testbed.make_task("sine_line")
     t3 = testbed.make_task("sine_line", freq=3.0)

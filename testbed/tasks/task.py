@@ -278,8 +278,7 @@ class Task:
     def _sample_raw(self, key: jax.Array, n: int, split: str) -> jax.Array:
         s = self.split(split)
         if s.points is not None:
-            idx = jax.random.randint(key, (n,), 0, s.points.shape[0])
-            return jnp.asarray(s.points, jnp.float32)[idx]
+            return jnp.asarray(s.points, jnp.float32)[draw_indices(key, n, s.points.shape[0])]
         # q floor 3/20000 (rule of three on the check sample): a rate estimated as 1 may be 0.9998
         m = candidates_needed(n, s.rate, rate_floor=1.5e-4)
         low, high = jnp.asarray(s.low, jnp.float32), jnp.asarray(s.high, jnp.float32)
@@ -320,6 +319,24 @@ def raw_grid(domain: Domain, points: int) -> np.ndarray:
         return np.stack([m.ravel() for m in mesh], axis=-1).astype(np.float32)
     u = np.random.default_rng(0).random((points, d))
     return (low + u * (high - low)).astype(np.float32)
+
+
+def draw_indices(key: jax.Array, n: int, m: int) -> jax.Array:
+    """``jax.random.randint(key, (n,), 0, m)`` [n] int32, the same numbers, written so that
+    XLA:CPU compiles a gather at them quickly.
+
+    XLA:CPU fuses the code computing gather indices into the gather. With the random bits as
+    straight-line code (`testbed.core.platform.unrolled_threefry`) and a power-of-two ``m``,
+    its gather emitter then takes ~3 s: one draw of 128 of ``parity``'s 256 training points
+    compiled in 2.5-3.1 s against 0.2-0.3 s for 255 or 257 points, and the task's CE target
+    range took 4.5 s (`benchmarks/perf/gather_compile.py`). A reduction is not fused into a
+    gather, so for those ``m`` the indices go through one (their maximum with zeros: the
+    indices themselves); for the others it would only add work (0.2-0.3 s more to compile).
+    """
+    idx = jax.random.randint(key, (n,), 0, m)
+    if m & (m - 1):  # not a power of two
+        return idx
+    return jnp.max(jnp.stack([idx, jnp.zeros_like(idx)]), axis=0)
 
 
 SEARCH_FROM = 1024  # candidates from which `first_accepted` searches instead of scattering
