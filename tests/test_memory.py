@@ -70,3 +70,17 @@ def test_estimate_memory_is_public_and_needs_no_compile():
     assert jax.tree.map(lambda a: (a.shape, a.dtype), plan.data) == jax.tree.map(lambda a: (a.shape, a.dtype),
                                                                                     real.data)
     assert testbed.estimate_memory("sine_line", seeds=64, probe_points=512, eval_size=77) == est
+
+
+@pytest.mark.parametrize("task", __import__("testbed").list_tasks())
+def test_eval_shapes_are_those_of_the_evaluation_sets(task):
+    """The memory check's shapes (one point traced, the rows counted) are those of the
+    evaluation sets and probes the engine draws (their sampler traced whole)."""
+    from testbed.tasks import make_task
+
+    t = make_task(task)
+    batch, probe = jax.eval_shape(lambda: engine._sample_eval(t, 77, 50))
+    traced = engine.EvalData(batch, jax.ShapeDtypeStruct((batch.x.shape[0], len(t.splits) * engine._n_groups(t)),
+                                                         "float32"), probe)
+    assert (jax.tree.map(lambda a: (a.shape, a.dtype), engine._eval_shapes(t, 77, 50))
+            == jax.tree.map(lambda a: (a.shape, a.dtype), traced))

@@ -439,13 +439,26 @@ def _eval_data_for(task: Task, eval_size: int, probe_points: int) -> EvalData:
 
 @functools.lru_cache(maxsize=32)
 def _eval_shapes(task: Task, eval_size: int, probe_points: int) -> EvalData:
-    """`_eval_data_for`'s shapes and types, traced without compiling or running anything (the
+    """`_eval_data_for`'s shapes and types, without compiling or running anything (the
     evaluation sets' program takes 0.5-2.5 s to compile: a suite's memory check before the
-    first cell must not pay it for every task), kept: a task's cells share them (tracing
-    took ~30 ms a cell of a suite's check)."""
-    batch, probe = jax.eval_shape(lambda: _sample_eval(task, eval_size, probe_points))
-    group = jax.ShapeDtypeStruct((batch.x.shape[0], len(task.splits) * _n_groups(task)), jnp.float32)
-    return EvalData(batch, group, probe)
+    first cell must not pay it for every task), kept: a task's cells share them.
+
+    Only the per-point part is traced, on one raw point (what `Task.sample` returns for each
+    drawn point); the row counts are known: ``eval_size`` per split, and the probe grid plus
+    `OOD_PROBES` per OOD split. Tracing the samplers themselves took ~0.2 s a task, ~2 s of
+    every suite's start; tests/test_memory.py holds the two equal for every registered task."""
+    def per_point(raw):
+        return Batch(task.domain.encode(raw), task.target_of_raw(raw), task.piece_of_raw(raw))
+
+    one = jax.eval_shape(per_point, jax.ShapeDtypeStruct((1, task.dim), jnp.float32))
+    n_eval = len(task.splits) * eval_size
+    n_probe = raw_grid(task.domain, probe_points).shape[0] + OOD_PROBES * len(task.ood_splits)
+
+    def rows(n: int) -> Batch:
+        return Batch(*(jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype) for a in one))
+
+    group = jax.ShapeDtypeStruct((n_eval, len(task.splits) * _n_groups(task)), jnp.float32)
+    return EvalData(rows(n_eval), group, rows(n_probe))
 
 
 def _n_groups(task: Task) -> int:
