@@ -2,6 +2,7 @@
 
 import logging
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,6 +110,18 @@ def test_every_method_lowers_the_loss_on_every_task(task, method):
     tr = h[(h.split == "train") & (h.piece == "all") & (h.metric == "loss")].sort_values("step")["value"].to_numpy()
     assert np.isfinite(tr).all()
     assert tr[-1] < tr[0], f"{task}/{method}: loss went {tr[0]:.4g} -> {tr[-1]:.4g}"
+
+
+@pytest.mark.parametrize("task", testbed.list_tasks())
+def test_probe_splits_are_the_split_tests_at_the_probes(task):
+    """The probes' splits, computed in the evaluation sets' program, are each split's test
+    applied op by op to the probes drawn (the first split holding a probe, -1 for none)."""
+    t = testbed.make_task(task)
+    data, split = engine._eval_sets(t, 64, 64)
+    raw = t.domain.decode(jnp.asarray(np.asarray(data.probe.x)))
+    masks = np.stack([np.asarray(s.where(raw)) for s in t.split_specs])
+    np.testing.assert_array_equal(split, np.where(masks.any(0), masks.argmax(0), -1))
+    assert (split[-engine.OOD_PROBES * len(t.ood_splits):] > 0).all()  # the OOD probes lie in OOD splits
 
 
 def test_bad_arguments_are_clear_errors():

@@ -79,7 +79,7 @@ def test_eval_shapes_are_those_of_the_evaluation_sets(task):
     from testbed.tasks import make_task
 
     t = make_task(task)
-    batch, probe = jax.eval_shape(lambda: engine._sample_eval(t, 77, 50))
+    batch, probe, _ = jax.eval_shape(lambda: engine._sample_eval(t, 77, 50))
     traced = engine.EvalData(batch, jax.ShapeDtypeStruct((batch.x.shape[0], len(t.splits) * engine._n_groups(t)),
                                                          "float32"), probe)
     assert (jax.tree.map(lambda a: (a.shape, a.dtype), engine._eval_shapes(t, 77, 50))

@@ -419,12 +419,17 @@ def _eval_data(st: Static) -> EvalData:
     return _eval_data_for(st.task, st.eval_size, st.probe_points)
 
 
-@functools.lru_cache(maxsize=32)
 def _eval_data_for(task: Task, eval_size: int, probe_points: int) -> EvalData:
-    """`_eval_data`, kept per (task, eval size, probe points), the most recent 32: a suite's
-    compile thread makes them ahead of the cell (~50 ms a cell on its main thread) and the
-    task's other cells share them."""
-    batch, probe = _sample_eval(task, eval_size, probe_points)
+    """`_eval_data` (`_eval_sets`)."""
+    return _eval_sets(task, eval_size, probe_points)[0]
+
+
+@functools.lru_cache(maxsize=32)
+def _eval_sets(task: Task, eval_size: int, probe_points: int) -> tuple[EvalData, np.ndarray]:
+    """The evaluation data, and the index of the split holding each probe (-1: none), kept per
+    (task, eval size, probe points), the most recent 32: a suite's compile thread makes them
+    ahead of the cell (~50 ms a cell on its main thread) and the task's other cells share them."""
+    batch, probe, probe_split = _sample_eval(task, eval_size, probe_points)
     n_groups = _n_groups(task)
     split_id = np.repeat(np.arange(len(task.splits)), eval_size)
     piece = np.asarray(batch.piece)
@@ -434,7 +439,9 @@ def _eval_data_for(task: Task, eval_size: int, probe_points: int) -> EvalData:
     onehot[rows, split_id * n_groups + n_groups - 1] = 1.0
     counts = onehot.sum(0)
     group = onehot / np.where(counts > 0, counts, np.nan)  # empty groups average to NaN
-    return EvalData(batch, jnp.asarray(group), probe)
+    split = np.asarray(probe_split, np.int64)
+    split.flags.writeable = False
+    return EvalData(batch, jnp.asarray(group), probe), split
 
 
 @functools.lru_cache(maxsize=32)
@@ -467,8 +474,10 @@ def _n_groups(task: Task) -> int:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _sample_eval(task: Task, eval_size: int, probe_points: int) -> tuple[Batch, Batch]:
-    # One program for every split's eval set and the probes (not one per split).
+def _sample_eval(task: Task, eval_size: int, probe_points: int) -> tuple[Batch, Batch, jax.Array]:
+    # One program for every split's eval set, the probes and the probes' splits (not one per
+    # split, nor the split tests op by op: eager, they compiled a small program each, 0.5-0.8 s
+    # a task).
     parts = [task.sample(jax.random.fold_in(jax.random.key(EVAL_KEY), i), eval_size, s)
              for i, s in enumerate(task.splits)]
     batch = Batch(*(jnp.concatenate(xs) for xs in zip(*parts, strict=True)))
@@ -477,26 +486,20 @@ def _sample_eval(task: Task, eval_size: int, probe_points: int) -> tuple[Batch, 
     ood = [task.sample_raw(jax.random.fold_in(jax.random.key(PROBE_KEY), i), OOD_PROBES, s)
            for i, s in enumerate(task.ood_splits)]
     px = jnp.concatenate([task.grid(probe_points), *(task.domain.encode(r) for r in ood)])
-    return batch, Batch(px, task(px), task.piece_of(px))
+    return batch, Batch(px, task(px), task.piece_of(px)), split_index(task, px)
+
+
+def split_index(task: Task, x: jax.Array) -> jax.Array:
+    """Index of the first split (in ``task.splits`` order) holding each model input ``x: [n,
+    in_dim]``, -1 for none: [n] int32."""
+    raw = task.domain.decode(x)
+    masks = jnp.stack([s.where(raw) for s in task.split_specs])
+    return jnp.where(masks.any(0), jnp.argmax(masks, 0), -1).astype(jnp.int32)
 
 
 def _probe_split(st: Static) -> np.ndarray:
-    """`probe_splits` of a configuration's probes (a copy of `_probe_split_for`)."""
-    return _probe_split_for(st.task, st.eval_size, st.probe_points).copy()
-
-
-@functools.lru_cache(maxsize=32)
-def _probe_split_for(task: Task, eval_size: int, probe_points: int) -> np.ndarray:
-    """`probe_splits` of the probes of `_eval_data_for`, kept: the eager split tests take ~0.1 s a
-    cell (`prepare` computes them on its thread)."""
-    return probe_splits(task, np.asarray(_eval_data_for(task, eval_size, probe_points).probe.x))
-
-
-def probe_splits(task: Task, probe_x: np.ndarray) -> np.ndarray:
-    """Index of the first split (in ``task.splits`` order) holding each probe input, -1 for none."""
-    raw = task.domain.decode(jnp.asarray(probe_x))
-    masks = np.stack([np.asarray(s.where(raw)) for s in task.split_specs])
-    return np.where(masks.any(0), masks.argmax(0), -1)
+    """`split_index` of a configuration's probes, a copy (`_eval_sets`)."""
+    return _eval_sets(st.task, st.eval_size, st.probe_points)[1].copy()
 
 
 def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated,
