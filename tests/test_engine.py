@@ -90,6 +90,25 @@ def test_no_recompilation_for_new_seeds_or_hyperparameter_values():
     assert first.timing["run_s"] < first.timing["wall_s"]  # its own compile is not training time
 
 
+def test_configurations_with_the_same_model_share_their_init_program():
+    """The init program draws only parameters, optimizer state and data keys: another task of
+    the same input and output widths (its own evaluation sets, pieces and metrics) compiles a
+    chunk program but no init program, and starts from the same parameters."""
+    import jax
+
+    testbed.train("sine_line", "mse", seeds=[0, 1], **TINY)
+    inits = len(engine._INITS)
+    b = testbed.train("two_slopes", "mse", seeds=[0, 1], **TINY)
+    assert len(engine._INITS) == inits and b.timing["compiled"]
+    c = testbed.train("sine_line", "mse", seeds=[0, 1], **{**TINY, "model": testbed.MLP(width=8, depth=1)})
+    assert len(engine._INITS) == inits + 1 and c.timing["compiled"]
+    start = dict(TINY, steps=1, evals=2)
+    for x, y in zip(jax.tree.leaves(testbed.train("sine_line", "mse", seeds=[0, 1], lr=[0.0], **start).params),
+                    jax.tree.leaves(testbed.train("two_slopes", "mse", seeds=[0, 1], lr=[0.0], **start).params),
+                    strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_divergence_of_one_run_leaves_the_others_intact():
     opt = testbed.Optimizer(name="sgd", momentum=0.0)
     both = testbed.train("two_slopes", "mse", optimizer=opt, seeds=2, lr=[1e-2, 1e5], **TINY)

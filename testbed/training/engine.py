@@ -142,6 +142,8 @@ def release_programs() -> None:
     import sys
 
     _PROGRAMS.clear()
+    with _LOCK:
+        _INITS.clear()
     for name, mod in list(sys.modules.items()):
         if (name == "testbed" or name.startswith("testbed.")) and mod is not None:
             for value in list(vars(mod).values()):
@@ -520,7 +522,7 @@ def _program(st: Static, n_runs: int, keys, hp, p0, data, by_run, replicated,
     try:
         devices = list(by_run.mesh.devices.flat)
         inputs = executables.signature(keys, hp, p0, data) if durable is not None else ""
-        prog = _load(st, durable, n_runs, devices, inputs) if durable is not None else None
+        prog = _load(st, durable, n_runs, by_run, inputs) if durable is not None else None
         compiled = prog is None
         if compiled:
             prog, kept = _compile(st, keys, hp, p0, data, by_run, replicated)
@@ -577,13 +579,14 @@ def _graphdef(st: Static):
     return nnx.graphdef(nnx.eval_shape(lambda: st.model.build(in_dim, out_dim, rngs=nnx.Rngs(0))))
 
 
-def _load(st: Static, durable: str, n_runs: int, devices, inputs: str) -> Program | None:
+def _load(st: Static, durable: str, n_runs: int, by_run, inputs: str) -> Program | None:
     """The programs stored under ``durable`` (`testbed.training.executables.load`), or None."""
     t0 = time.perf_counter()
-    got = executables.load(durable, n_runs, devices, inputs)
+    got = executables.load(durable, n_runs, list(by_run.mesh.devices.flat), inputs)
     if got is None:
         return None
-    return Program(got["init"], got["chunk"], _graphdef(st), time.perf_counter() - t0, got["trace_names"])
+    return Program(_starter(st, got["init"], by_run), got["chunk"], _graphdef(st), time.perf_counter() - t0,
+                   got["trace_names"])
 
 
 def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> tuple[Program, dict[str, tuple]]:
@@ -595,7 +598,6 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> tuple[Progra
     graphdef = _graphdef(st)
     m_names = _metric_names(task, method)
     prof = method.extras.profile
-    n_prof = (len(prof.values(st.steps)), len(prof.names)) if prof is not None else (0, 0)
     eval_index = np.full(st.chunk * st.n_chunks, -1, np.int32)
     eval_index[list(st.eval_steps)] = np.arange(len(st.eval_steps))
     eval_index = jnp.asarray(eval_index)
@@ -605,23 +607,6 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> tuple[Progra
 
     def make_tx(h: HParams) -> optax.GradientTransformation:
         return st.optimizer.build(h.lr, h.weight_decay, st.steps, extra=method.tx)
-
-    def init_run(key, h: HParams, p0) -> Carry:
-        k_init, k_data = jax.random.split(key)
-        if st.data_stream:
-            k_data = jax.random.fold_in(k_data, st.data_stream)
-        params = nnx.state(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(k_init)))
-        if st.warm_start:
-            params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, p0)
-        else:
-            params = jax.tree.map(lambda p: p * h.init_scale, params)
-        n_eval, n_groups = len(st.eval_steps), data.group.shape[1]
-        pred_shape = jax.eval_shape(lambda: method.predict(task, jnp.zeros((data.probe.x.shape[0], out_dim))))
-        return Carry(params, make_tx(h).init(params), k_data, jnp.int32(-1), jnp.int32(-1),
-                     jnp.full((n_eval, n_groups, len(m_names)), jnp.nan, jnp.float32),
-                     jnp.zeros((n_eval,) + pred_shape.shape, jnp.float32),
-                     jnp.full((n_eval, n_groups, *n_prof), jnp.nan, jnp.float32),
-                     jax.tree.map(lambda p: jnp.zeros((n_eval, *p.shape), p.dtype), params) if st.snapshots else None)
 
     def group_means(d: EvalData, vals: jax.Array, ok) -> jax.Array:
         """[N, ...] per-example values -> [G, ...] group means; a group with any
@@ -689,17 +674,106 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> tuple[Progra
         return jax.lax.scan(step, c, start + jnp.arange(st.chunk, dtype=jnp.int32))
 
     t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run, by_run), out_shardings=by_run)
-    init_c, raw = executables.compile_keeping(init.lower(keys, hp, p0))
+    init_c, raw, started = _init_program(st, keys, hp, p0, by_run)
     kept = {"init": (init_c, raw)}
-    carry_shape = jax.eval_shape(init, keys, hp, p0)
     chunk = jax.jit(jax.vmap(chunk_run, in_axes=(0, 0, None, None)),
                     in_shardings=(by_run, by_run, replicated, replicated), out_shardings=by_run,
                     donate_argnums=0)
-    lowered = chunk.lower(carry_shape, hp, jnp.int32(0), data)
+    lowered = chunk.lower(_carry_shape(st, started), hp, jnp.int32(0), data)
     trace_names = tuple(lowered.out_info[1])
     chunk_c, raw = executables.compile_keeping(lowered)
     kept["chunk"] = (chunk_c, raw)
     with _LOCK:
         COMPILES["count"] += 1
-    return Program(init_c, chunk_c, graphdef, time.perf_counter() - t0, trace_names), kept
+    return Program(_starter(st, init_c, by_run), chunk_c, graphdef, time.perf_counter() - t0, trace_names), kept
+
+
+class Started(NamedTuple):
+    """What the init program computes for each run: the random part of its carry."""
+
+    params: Any
+    opt_state: Any
+    data_key: jax.Array
+
+
+_INITS: dict[tuple, tuple] = {}  # init key -> (compiled init program, kept bytes, Started shapes)
+_INIT_LOCKS: dict[tuple, threading.Lock] = {}  # init key -> held while a thread compiles it
+
+
+def _init_program(st: Static, keys, hp, p0, by_run) -> tuple:
+    """The compiled init program (`Started`: parameters, optimizer state, data key) of a
+    configuration, what `executables.save` keeps of it, and its output shapes. Configurations
+    whose model, layer widths and optimizer are the same share it: the init program draws
+    only the parameters (the carry's buffers are made on the host, `_starter`), so the
+    default suite's 20 cells compile 10 of them instead of 20 (0.5-1 s each alone, most of
+    it the random bits)."""
+    in_dim, out_dim = _dims(st)
+    key = (st.model, in_dim, out_dim, st.optimizer, st.steps, st.method.tx, st.warm_start, st.data_stream,
+           executables.signature(keys, hp, p0), tuple(by_run.mesh.devices.flat), by_run.spec)
+    with _LOCK:
+        lock = _INIT_LOCKS.setdefault(key, threading.Lock())
+    with lock:  # a thread compiling the same init program: wait for it
+        if key not in _INITS:
+            def init_run(k, h: HParams, p0) -> Started:
+                k_init, k_data = jax.random.split(k)
+                if st.data_stream:
+                    k_data = jax.random.fold_in(k_data, st.data_stream)
+                params = nnx.state(st.model.build(in_dim, out_dim, rngs=nnx.Rngs(k_init)))
+                if st.warm_start:
+                    params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, p0)
+                else:
+                    params = jax.tree.map(lambda p: p * h.init_scale, params)
+                tx = st.optimizer.build(h.lr, h.weight_decay, st.steps, extra=st.method.tx)
+                return Started(params, tx.init(params), k_data)
+
+            init = jax.jit(jax.vmap(init_run), in_shardings=(by_run, by_run, by_run), out_shardings=by_run)
+            compiled, raw = executables.compile_keeping(init.lower(keys, hp, p0))
+            _INITS[key] = (compiled, raw, jax.eval_shape(init, keys, hp, p0))
+        return _INITS[key]
+
+
+@functools.lru_cache(maxsize=256)
+def _buffers(st: Static) -> dict[str, tuple]:
+    """The carry's buffers of one run: name -> (shape, dtype, initial value)."""
+    task, method = st.task, st.method
+    data = _eval_shapes(task, st.eval_size, st.probe_points)
+    n_eval, n_groups = len(st.eval_steps), data.group.shape[1]
+    prof = method.extras.profile
+    n_prof = (len(prof.values(st.steps)), len(prof.names)) if prof is not None else (0, 0)
+    out_dim = _dims(st)[1]
+    pred = jax.eval_shape(lambda: method.predict(task, jnp.zeros((data.probe.x.shape[0], out_dim))))
+    return {"diverged_at": ((), np.int32, -1), "halted_at": ((), np.int32, -1),
+            "metrics": ((n_eval, n_groups, len(_metric_names(task, method))), np.float32, np.nan),
+            "preds": ((n_eval, *pred.shape), np.float32, 0.0),
+            "profile": ((n_eval, n_groups, *n_prof), np.float32, np.nan)}
+
+
+def _carry_shape(st: Static, started: Started) -> Carry:
+    """The shapes of a configuration's carry (`_starter`), for lowering its chunk program."""
+    runs = started.data_key.shape[0]
+    bufs = {k: jax.ShapeDtypeStruct((runs, *shape), dtype) for k, (shape, dtype, _) in _buffers(st).items()}
+    snaps = (jax.tree.map(lambda p: jax.ShapeDtypeStruct((runs, len(st.eval_steps), *p.shape[1:]), p.dtype),
+                          started.params) if st.snapshots else None)
+    return Carry(*started, **bufs, snaps=snaps)
+
+
+def _starter(st: Static, init, by_run) -> Callable:
+    """`Program.init`: the init program (`_init_program`), then the carry's buffers (evaluation
+    metrics, probe predictions, the method's profile, snapshots, step markers) made on the host
+    and placed run by run: they are constants, and compiled into the init program they made
+    every configuration's init program its own."""
+    bufs = _buffers(st)
+    n_eval = len(st.eval_steps)
+
+    def start(keys, hp, p0) -> Carry:
+        started = Started(*init(keys, hp, p0))
+        runs = keys.shape[0]
+
+        def put(shape, dtype, value):
+            return jax.device_put(np.full((runs, *shape), value, dtype), by_run)
+
+        snaps = (jax.tree.map(lambda p: put((n_eval, *p.shape[1:]), p.dtype, 0), started.params)
+                 if st.snapshots else None)
+        return Carry(*started, **{k: put(*v) for k, v in bufs.items()}, snaps=snaps)
+
+    return start
