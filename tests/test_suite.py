@@ -249,6 +249,8 @@ def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path, monkey
     # get the others ahead, and the others' analyses' prepare work (attribution's candidates)
     first = ahead.ran[0]
     assert len(timing) == len(s.cells) and not any(c["compiled"] for k, c in timing.items() if k != first)
+    # the time a cell waited for a thread's program counts as its compile wait
+    assert all(0 <= c["prefetch_wait_s"] <= c["compile_wait_s"] for c in timing.values())
     assert sorted(t for t, _ in computed) == ["sine_line", "step", "two_slopes"]  # once a task
     assert [th.startswith("testbed-compile") for t, th in computed if t != "sine_line"] == [True, True]
     engine._PROGRAMS.clear()

@@ -7,9 +7,11 @@ Runs, one after another on this machine:
   3. the same with the compile cache warm (results removed): programs and figures copied
      (the same tables: `testbed.report.figure_cache`), then again with figures drawn;
   4. the finished suite again: ``testbed bench``, ``testbed compare``, ``testbed report``.
-Prints one table: compile / train / analyses / tables / report / total seconds for each
-(from the results folder's ``timing.json``; total is the whole command, start-up included)
-and each total as a ratio of the PyTorch script's.
+Prints one table: compile / train / analyses / tables / report / other / total seconds for
+each (from the results folder's ``timing.json``: compile is the time cells waited for their
+programs, compiled in their own call or on a thread ahead; other is the rest of the whole
+command: start-up, the suite's checks, aggregating) and each total as a ratio of the PyTorch
+script's.
 
 Run: ``python benchmarks/perf/suite_speed.py [--suite benchmarks/default.toml]`` (needs the
 ``bench`` extra for PyTorch: ``pip install -e '.[bench]'``).
@@ -67,10 +69,11 @@ def timed(cmd: list[str], env: dict) -> float:
 def phases(root: Path, total: float) -> dict[str, float]:
     t = json.loads((root / "timing.json").read_text()) if (root / "timing.json").is_file() else {}
     run, rep = t.get("run", {}), t.get("report", {})
-    return {"compile": run.get("compile_s", 0.0), "train": run.get("train_s", 0.0),
-            "analyses": run.get("analyses_s", 0.0) + run.get("store_s", 0.0),
-            "tables": rep.get("read_s", 0.0) + rep.get("tables_s", 0.0),
-            "report": rep.get("figures_s", 0.0) + rep.get("html_s", 0.0), "total": total}
+    parts = {"compile": run.get("compile_s", 0.0), "train": run.get("train_s", 0.0),
+             "analyses": run.get("analyses_s", 0.0) + run.get("store_s", 0.0),
+             "tables": rep.get("read_s", 0.0) + rep.get("tables_s", 0.0),
+             "report": rep.get("figures_s", 0.0) + rep.get("html_s", 0.0)}
+    return {**parts, "other": max(total - sum(parts.values()), 0.0), "total": total}
 
 
 def main() -> None:
@@ -89,7 +92,7 @@ def main() -> None:
     th = None if args.skip_torch else run_torch(spec)
     if th is not None:
         rows["pytorch script"] = {"compile": 0.0, "train": th["seconds"], "analyses": 0.0, "tables": 0.0,
-                                  "report": 0.0, "total": th["seconds"]}
+                                  "report": 0.0, "other": 0.0, "total": th["seconds"]}
     res = work / "results"
     name = None
     for label, extra in (("testbed cold", {}), ("testbed warm cache", {}),
@@ -103,9 +106,10 @@ def main() -> None:
                        ("finished: compare", [*testbed, "compare", str(root)]),
                        ("finished: report", [*testbed, "report", str(root)])):
         total = timed(cmd, env)
-        rows[label] = {"compile": 0.0, "train": 0.0, "analyses": 0.0, "tables": 0.0, "report": 0.0, "total": total}
+        rows[label] = {"compile": 0.0, "train": 0.0, "analyses": 0.0, "tables": 0.0, "report": 0.0, "other": total,
+                       "total": total}
     base = rows.get("pytorch script", {}).get("total")
-    cols = ["compile", "train", "analyses", "tables", "report", "total"]
+    cols = ["compile", "train", "analyses", "tables", "report", "other", "total"]
     print(f"suite {suite.name}: {len(spec['cells'])} cells x {spec['seeds']} seeds x {spec['steps']} steps"
           + (f"; pytorch {th['version']} ({th['threads']} threads)" if th else ""))
     print("| run | " + " | ".join(f"{c} s" for c in cols) + " | / pytorch |")

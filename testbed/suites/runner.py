@@ -108,8 +108,14 @@ class _AfterPrefetch:
     ahead: Prefetch
 
     def run_one(self, cell: Cell, on_steps: Callable[[int, int], None] | None = None) -> dict:
+        t0 = time.perf_counter()
         self.ahead.wait(cell)
-        return self.job.run_one(cell, on_steps)
+        waited = time.perf_counter() - t0
+        timing = self.job.run_one(cell, on_steps)
+        if timing:  # the cell waited for its program here too (`phase_totals`' compile)
+            timing["compile_wait_s"] = timing.get("compile_wait_s", 0.0) + waited
+            timing["prefetch_wait_s"] = waited
+        return timing
 
 
 def host_device_count() -> int:
