@@ -39,6 +39,26 @@ def test_save_png_and_svg(tables, tmp_path):
     assert "<svg" in svg and svg.rstrip().endswith("</svg>")
 
 
+def test_save_writes_the_png_savefig_writes(tables, tmp_path):
+    """`save` draws a PNG once (savefig draws a laid-out figure twice): the same bytes as
+    ``savefig(dpi=DPI, facecolor="white")``, for the first figure of every analysis that draws
+    from these tables (each figure family: constrained layout, tight layout, colorbars)."""
+    from testbed.analyses.base import all_analyses
+    from testbed.core.style import DPI
+
+    one = {k: v[v["task"] == "line1d"] if "task" in v.columns else v for k, v in tables.items()}  # fewer figures
+    drawn = 0
+    for a in all_analyses():
+        figs = a.figures(one) if a.figures is not None else []
+        if not figs:
+            continue
+        figs[0].figure.savefig(tmp_path / f"{a.name}-savefig.png", format="png", dpi=DPI, facecolor="white")
+        (ours,) = save(a.figures(one)[0].figure, tmp_path / f"{a.name}-save")  # the same figure, drawn anew
+        assert ours.read_bytes() == (tmp_path / f"{a.name}-savefig.png").read_bytes(), a.name
+        drawn += 1
+    assert drawn >= 4
+
+
 def test_wrap_keeps_spacing_and_breaks_parts_only_between_parts():
     line = "facts   |   more facts"
     assert wrap(line, 8.5) == [line]
