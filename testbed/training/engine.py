@@ -144,6 +144,7 @@ def release_programs() -> None:
     _PROGRAMS.clear()
     with _LOCK:
         _INITS.clear()
+        _INIT_LOCKS.clear()
     for name, mod in list(sys.modules.items()):
         if (name == "testbed" or name.startswith("testbed.")) and mod is not None:
             for value in list(vars(mod).values()):
