@@ -418,13 +418,8 @@ def _metric_names(task: Task, method: Method) -> tuple[str, ...]:
 
 
 def _eval_data(st: Static) -> EvalData:
-    """The fixed evaluation sets (key 0), their grouping weights and the probes (`_eval_data_for`)."""
-    return _eval_data_for(st.task, st.eval_size, st.probe_points)
-
-
-def _eval_data_for(task: Task, eval_size: int, probe_points: int) -> EvalData:
-    """`_eval_data` (`_eval_sets`)."""
-    return _eval_sets(task, eval_size, probe_points)[0]
+    """The fixed evaluation sets (key 0), their grouping weights and the probes (`_eval_sets`)."""
+    return _eval_sets(st.task, st.eval_size, st.probe_points)[0]
 
 
 @functools.lru_cache(maxsize=32)
@@ -449,7 +444,7 @@ def _eval_sets(task: Task, eval_size: int, probe_points: int) -> tuple[EvalData,
 
 @functools.lru_cache(maxsize=32)
 def _eval_shapes(task: Task, eval_size: int, probe_points: int) -> EvalData:
-    """`_eval_data_for`'s shapes and types, without compiling or running anything (the
+    """`_eval_sets`' evaluation data's shapes and types, without compiling or running anything (the
     evaluation sets' program takes 0.5-2.5 s to compile: a suite's memory check before the
     first cell must not pay it for every task), kept: a task's cells share them.
 
@@ -547,7 +542,6 @@ def prepare(task: Task | str, method: Method | str = "mse", model: ModelConfig |
     durable = kwargs.pop("program_key", None)
     plan = _plan(task, method, model, optimizer, **{**_train_defaults(), **kwargs})
     _program(plan.st, len(plan.keys), plan.keys, plan.hp, plan.p0, plan.data, plan.by_run, plan.replicated, durable)
-    _probe_split(plan.st)
     return time.perf_counter() - t0
 
 
@@ -556,7 +550,7 @@ def probe_inputs(task: Task | str, **kwargs) -> np.ndarray:
     (``RunResult.probe.x``; keywords other than ``eval_size`` and ``probe_points`` are ignored)."""
     task = make_task(task) if isinstance(task, str) else task
     opts = {**_train_defaults(), **kwargs}
-    return np.asarray(_eval_data_for(task, opts["eval_size"], opts["probe_points"]).probe.x)
+    return np.asarray(_eval_sets(task, opts["eval_size"], opts["probe_points"])[0].probe.x)
 
 
 def _train_defaults() -> dict[str, Any]:
