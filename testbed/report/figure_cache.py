@@ -8,7 +8,7 @@ the tables takes ~0.1 s. An analysis's figures are found under a hash (`keys`) o
 * its name and the formats asked for;
 * every table of the report (`table_digest`: columns, dtypes and categories, the values
   row by row, ``attrs``): any change to any number draws every figure again;
-* the code that draws (`testbed.training.executables.code_fingerprint`: the package and
+* the code that draws (`testbed.core.durable.code_fingerprint`: the package and
   every module loaded from outside the installed packages, plug-ins included); an analysis
   whose figure function lives elsewhere (a notebook, a prompt, another installed package)
   is always drawn;
@@ -128,7 +128,7 @@ def keys(analyses: Sequence, tables: dict, formats: Sequence[str]) -> dict[str, 
     names = [a.name for a in analyses]
     if folder() is None or "svg" in formats:
         return dict.fromkeys(names)
-    from testbed.training.executables import code_fingerprint, defined_in_code, plugin_files
+    from testbed.core.durable import code_fingerprint, defined_in_code, plugin_files
 
     digests = {name: table_digest(t) for name, t in tables.items()}
     try:

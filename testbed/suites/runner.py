@@ -168,7 +168,7 @@ def durable_key(cell: Cell) -> str | None:
     ``program_key``: the program is kept on disk and a later run loads it without tracing,
     `testbed.training.executables`): a hash of its call (task, method, model and optimizer by
     name and options, the training keywords, the number of seeds and of swept values) and of
-    the code that builds it (`testbed.training.executables.code_fingerprint`, with the task's
+    the code that builds it (`testbed.core.durable.code_fingerprint`, with the task's
     spec file).
 
     None, and the program goes through JAX's cache only, when the compile cache is off, for
@@ -177,6 +177,7 @@ def durable_key(cell: Cell) -> str | None:
     import hashlib
     import json
 
+    from testbed.core import durable
     from testbed.methods.base import METHODS
     from testbed.models.registry import MODELS
     from testbed.tasks.registry import _FACTORIES as TASK_FACTORIES
@@ -191,10 +192,10 @@ def durable_key(cell: Cell) -> str | None:
         # every registered factory, not only the cell's: a method may build on another (routing's base)
         factories = [*(METHODS.factory(n) for n in METHODS.names()), *(MODELS.factory(n) for n in MODELS.names()),
                      *TASK_FACTORIES.values()]
-        files = executables.plugin_files()
-        if not all(executables.defined_in_code(f, set(files)) for f in factories):
+        files = durable.plugin_files()
+        if not all(durable.defined_in_code(f, set(files)) for f in factories):
             return None
-        fingerprint = executables.code_fingerprint(extra, files)
+        fingerprint = durable.code_fingerprint(extra, files)
     except (OSError, ValueError):
         return None
     sized = {"seeds", *dict(cell.sweeps)}
