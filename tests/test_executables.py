@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from test_suite import TINY_SUITE, write  # the tests folder is on the path under pytest
 
+from testbed.core import durable
 from testbed.suites.runner import durable_key, run_suite
 from testbed.suites.spec import load_suite
 from testbed.training import engine, executables
@@ -35,8 +36,11 @@ def test_a_warm_suite_loads_its_programs_without_tracing_and_gives_the_same_numb
     first = run_suite(suite, tmp_path / "a", quiet=True)  # compiles, or loads what an earlier run stored
     engine.release_programs()  # as a new process would start
     compiles, loaded = _count_compiles(monkeypatch), executables.STATS["loaded"]
+    values = dict(durable.STATS)
     second = run_suite(suite, tmp_path / "b", quiet=True)
     assert compiles == [] and executables.STATS["loaded"] - loaded == len(suite.cells)
+    # the tasks' evaluation sets and candidates are read, not computed (`testbed.core.durable.kept`)
+    assert durable.STATS["saved"] == values["saved"] and durable.STATS["loaded"] - values["loaded"] >= 2 * 2
     for key in first.ran:
         a = pd.read_parquet(first.root / key / "history.parquet")
         b = pd.read_parquet(second.root / key / "history.parquet")

@@ -229,6 +229,7 @@ def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path, monkey
     import threading
 
     from testbed.analyses.attribution import measure
+    from testbed.core import durable
     from testbed.training import engine
 
     text = TINY_SUITE.replace('tasks = ["sine_line", "two_slopes"]', 'tasks = ["sine_line", "two_slopes", "step"]')
@@ -241,6 +242,7 @@ def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path, monkey
         return own(task, x, train_size)
 
     monkeypatch.setattr(measure, "_candidate_values", recorded)
+    monkeypatch.setattr(durable, "values_folder", lambda: tmp_path / "values")  # nothing kept on disk yet
     engine._PROGRAMS.clear()  # nothing compiled yet in this process
     measure._kept_candidates.cache_clear()
     ahead = run_suite(s, tmp_path / "ahead", quiet=True, prefetch=True)
@@ -255,6 +257,7 @@ def test_programs_compile_ahead_on_threads_and_change_no_number(tmp_path, monkey
     assert [th.startswith("testbed-compile") for t, th in computed if t != "sine_line"] == [True, True]
     engine._PROGRAMS.clear()
     measure._kept_candidates.cache_clear()
+    monkeypatch.setattr(durable, "values_folder", lambda: tmp_path / "values_inline")  # computed again, not read
     inline = run_suite(s, tmp_path / "inline", quiet=True, prefetch=False)
     assert sorted(inline.ran) == sorted(ahead.ran)
     assert all(th == "MainThread" for _, th in computed[3:]) and len(computed) == 6

@@ -1,25 +1,32 @@
 """Durable names: what a result computed by code depends on, as a hash that outlives the
-process.
+process, and values kept on disk under such a name.
 
-A compiled program (`testbed.training.executables`) or a drawn figure
-(`testbed.report.figure_cache`) is reused
-by a later run only under a name that changes with everything that made it: the code
-(`code_fingerprint`: the testbed package, every module loaded from outside the installed
-packages, given files such as a task's spec) and the environment (`environment`: the
-machine, package versions, XLA's flags and JAX's numerics settings). Code that no file
-hash covers (a function defined at a prompt or in a notebook, `defined_in_code`) gets no
-name, and its results are computed every time.
+A compiled program (`testbed.training.executables`), a drawn figure
+(`testbed.report.figure_cache`) or an array a task's program computes (`kept`, e.g. its
+evaluation sets) is reused by a later run only under a name that changes with everything
+that made it: the code (`code_fingerprint`: the testbed package, every module loaded from
+outside the installed packages, given files such as a task's spec) and the environment
+(`environment`: the machine, package versions, XLA's flags and JAX's numerics settings).
+Code that no file hash covers (a function defined at a prompt or in a notebook,
+`defined_in_code`) gets no name, and its results are computed every time.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 PACKAGE = Path(__file__).resolve().parents[1]  # the testbed package folder
+STATS = {"loaded": 0, "saved": 0}  # values read from and written to disk (`kept`), for tests and benchmarks
+_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,3 +122,50 @@ def environment() -> str:
              f"threefry_unrolled={unrolled_threefry()}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
+
+def values_folder() -> Path | None:
+    """Where `kept` keeps values (None: the compile cache is off, ``TESTBED_COMPILE_CACHE=off``)."""
+    from testbed.core.platform import configure_compile_cache
+
+    root = configure_compile_cache()
+    return None if root is None else root / "values"
+
+
+def kept(name: str | None, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``compute()``'s arrays, kept on disk under ``name`` (a durable name: it must change with
+    everything the values depend on) and read from there next time, read-only, in the order
+    ``compute`` gave them. ``compute`` runs when ``name`` is None, when the compile cache is
+    off, and when the file is missing or cannot be read (it is then written again); a folder
+    that cannot be written is skipped. Values are stored exactly (``.npz``), so a value read
+    is bitwise the value computed."""
+    from testbed.core.files import atomic_write_bytes
+
+    folder = values_folder() if name is not None else None
+    path = None if folder is None else folder / f"{hashlib.sha256(name.encode()).hexdigest()[:32]}.npz"
+    if path is not None and path.is_file():
+        try:
+            with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
+                out = {k: f[k] for k in f.files}
+            with _LOCK:
+                STATS["loaded"] += 1
+            return _read_only(out)
+        except Exception:  # noqa: BLE001  (a damaged or foreign file: compute instead)
+            pass
+    out = {k: np.asarray(v) for k, v in compute().items()}
+    if path is not None:
+        try:
+            buf = io.BytesIO()
+            np.savez(buf, **out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, buf.getvalue())
+            with _LOCK:
+                STATS["saved"] += 1
+        except (OSError, ValueError):
+            pass
+    return _read_only(out)
+
+
+def _read_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    for v in arrays.values():
+        v.flags.writeable = False
+    return arrays

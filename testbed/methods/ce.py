@@ -24,6 +24,7 @@ from jax.scipy.special import erf
 from testbed.core.errors import ConfigError
 from testbed.methods.base import Method, register_method
 from testbed.tasks.metrics import kl_from_logits
+from testbed.tasks.registry import task_values
 from testbed.tasks.task import Batch, Task
 
 ENCODINGS = ("hl_gauss", "two_hot")
@@ -33,11 +34,15 @@ ENCODINGS = ("hl_gauss", "two_hot")
 def target_range(task: Task, margin: float = 0.1) -> tuple[float, float]:
     """Range of the targets on a task's training split, widened by ``margin`` of its width.
 
-    Computed once per task, eagerly, even when first called while tracing.
+    Computed once per task, eagerly, even when first called while tracing, and kept on disk
+    (`testbed.tasks.registry.task_values`).
     """
-    with jax.ensure_compile_time_eval():
-        y = np.asarray(task.sample(jax.random.key(0), 8192, "train").y)
-    lo, hi = float(np.nanmin(y)), float(np.nanmax(y))
+    def compute() -> dict[str, np.ndarray]:
+        with jax.ensure_compile_time_eval():
+            y = np.asarray(task.sample(jax.random.key(0), 8192, "train").y)
+        return {"range": np.array([np.nanmin(y), np.nanmax(y)], np.float64)}
+
+    lo, hi = (float(v) for v in task_values(task, "target_range", compute)["range"])
     pad = margin * max(hi - lo, 1e-3)
     return lo - pad, hi + pad
 

@@ -10,10 +10,13 @@ folder of the ``TESTBED_TASKS`` path list, and in folders added with
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from testbed.core.errors import ConfigError, SpecError, TestbedError, UnknownNameError, call_factory
 from testbed.tasks.spec import load_task, read_spec
@@ -140,6 +143,40 @@ def make_task(name: str, **overrides) -> Task:
     if key not in _CACHE:
         _CACHE.setdefault(key, load_task(path, **overrides))
     return _CACHE[key]
+
+
+def durable_name(task: Task) -> str | None:
+    """A name for a task built by `make_task` that outlives this process
+    (`testbed.core.durable`): its name and overrides, the code that builds it (the package,
+    the plug-ins and, for a TOML task, its spec file) and the environment. None for a Task
+    built by hand (not by `make_task`: nothing names its functions), for a Python task whose
+    factory no file hash covers (defined at a prompt or in a notebook), and when a file
+    cannot be read."""
+    from testbed.core import durable
+
+    key = next((k for k, v in list(_CACHE.items()) if v is task), None)
+    if key is None:
+        return None
+    try:
+        files = durable.plugin_files()
+        if key[1] is None and not durable.defined_in_code(_FACTORIES[key[0]], set(files)):
+            return None
+        code = durable.code_fingerprint(() if key[1] is None else (key[1],), files)
+    except (OSError, ValueError, KeyError):
+        return None
+    return hashlib.sha256(f"{key[0]}|{key[1]}|{key[-1]!r}|{code}|{durable.environment()}".encode()).hexdigest()
+
+
+def task_values(task: Task, what: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``compute()``'s arrays, which depend on ``task`` and ``what`` (the other arguments, as
+    text) alone, kept on disk under the task's `durable_name` (`testbed.core.durable.kept`):
+    a warm run reads a task's evaluation sets, target range and candidate behaviours instead
+    of tracing, lowering and loading the programs that compute them (~1 s of CPU a task).
+    Computed every time for a task without a durable name or with the compile cache off."""
+    from testbed.core.durable import kept
+
+    name = durable_name(task)
+    return kept(None if name is None else f"{name}|{what}", compute)
 
 
 def describe(name: str) -> dict[str, object]:

@@ -43,7 +43,7 @@ from testbed.methods.base import Ctx, Method, make_method
 from testbed.models.modules import MLP
 from testbed.models.registry import ModelConfig, make_model
 from testbed.tasks.metrics import metric_names, task_metrics
-from testbed.tasks.registry import make_task
+from testbed.tasks.registry import make_task, task_values
 from testbed.tasks.task import Batch, Task, raw_grid
 from testbed.training import executables, memory
 from testbed.training.optim import Optimizer, make_optimizer
@@ -424,22 +424,36 @@ def _eval_data(st: Static) -> EvalData:
 
 @functools.lru_cache(maxsize=32)
 def _eval_sets(task: Task, eval_size: int, probe_points: int) -> tuple[EvalData, np.ndarray]:
-    """The evaluation data, and the index of the split holding each probe (-1: none), kept per
-    (task, eval size, probe points), the most recent 32: a suite's compile thread makes them
-    ahead of the cell (~50 ms a cell on its main thread) and the task's other cells share them."""
-    batch, probe, probe_split = _sample_eval(task, eval_size, probe_points)
-    n_groups = _n_groups(task)
-    split_id = np.repeat(np.arange(len(task.splits)), eval_size)
-    piece = np.asarray(batch.piece)
-    onehot = np.zeros((len(piece), len(task.splits) * n_groups), np.float32)
-    rows = np.arange(len(piece))
-    onehot[rows, split_id * n_groups + np.where(piece >= 0, piece, n_groups - 1)] = 1.0
-    onehot[rows, split_id * n_groups + n_groups - 1] = 1.0
-    counts = onehot.sum(0)
-    group = onehot / np.where(counts > 0, counts, np.nan)  # empty groups average to NaN
-    split = np.asarray(probe_split, np.int64)
-    split.flags.writeable = False
-    return EvalData(batch, jnp.asarray(group), probe), split
+    """The evaluation data (numpy, read-only), and the index of the split holding each probe
+    (-1: none), kept per (task, eval size, probe points), the most recent 32: a suite's
+    compile thread makes them ahead of the cell (~50 ms a cell on its main thread) and the
+    task's other cells share them. Kept on disk too (`testbed.tasks.registry.task_values`):
+    a warm run reads them instead of tracing, lowering and loading their program."""
+    shapes = _eval_shapes(task, eval_size, probe_points)
+    names = ("x", "y", "piece", "group", "probe_x", "probe_y", "probe_piece")
+
+    def compute() -> dict[str, np.ndarray]:
+        batch, probe, probe_split = _sample_eval(task, eval_size, probe_points)
+        n_groups = _n_groups(task)
+        split_id = np.repeat(np.arange(len(task.splits)), eval_size)
+        piece = np.asarray(batch.piece)
+        onehot = np.zeros((len(piece), len(task.splits) * n_groups), np.float32)
+        rows = np.arange(len(piece))
+        onehot[rows, split_id * n_groups + np.where(piece >= 0, piece, n_groups - 1)] = 1.0
+        onehot[rows, split_id * n_groups + n_groups - 1] = 1.0
+        counts = onehot.sum(0)
+        group = onehot / np.where(counts > 0, counts, np.nan)  # empty groups average to NaN
+        leaves = (*batch, group, *probe)
+        return {**{k: np.asarray(v) for k, v in zip(names, leaves, strict=True)},
+                "split": np.asarray(probe_split, np.int64)}
+
+    got = task_values(task, f"eval_sets|{eval_size}|{probe_points}", compute)
+    want = (*shapes.batch, shapes.group, *shapes.probe)
+    if any(got[k].shape != w.shape or got[k].dtype != w.dtype for k, w in zip(names, want, strict=True)):
+        raise RuntimeError(f"task {task.name!r}: evaluation sets of unexpected shapes")  # not a stale file: its name has the code
+    data = EvalData(Batch(got["x"], got["y"], got["piece"]), got["group"],
+                    Batch(got["probe_x"], got["probe_y"], got["probe_piece"]))
+    return data, got["split"]
 
 
 @functools.lru_cache(maxsize=32)

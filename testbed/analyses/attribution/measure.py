@@ -23,6 +23,7 @@ target on some points never steals them.
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ import pandas as pd
 
 from testbed.core.columns import SWEPT
 from testbed.tasks.metrics import kl_from_logits
+from testbed.tasks.registry import task_values
 from testbed.tasks.task import Task
 from testbed.training.result import RunResult
 
@@ -51,10 +53,9 @@ def candidate_values(task: Task, x: jax.Array | np.ndarray, train_size: int = 20
 
 @functools.lru_cache(maxsize=64)
 def _kept_candidates(task: Task, data: bytes, shape: tuple, dtype: str, train_size: int) -> dict[str, np.ndarray]:
-    out = _candidate_values(task, np.frombuffer(data, dtype).reshape(shape), train_size)
-    for v in out.values():
-        v.flags.writeable = False
-    return out
+    """`_candidate_values`, read-only, kept on disk too (`testbed.tasks.registry.task_values`)."""
+    what = f"candidates|{hashlib.sha256(data).hexdigest()}|{shape}|{dtype}|{train_size}"
+    return task_values(task, what, lambda: _candidate_values(task, np.frombuffer(data, dtype).reshape(shape), train_size))
 
 
 def _candidate_values(task: Task, x: np.ndarray, train_size: int) -> dict[str, np.ndarray]:
