@@ -6,6 +6,8 @@ built by hand; a damaged file computed again."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -75,8 +77,61 @@ def test_the_name_follows_the_task_its_overrides_and_its_spec_file(tmp_path, mon
     assert a is not None and a == durable_name(make_task("kept_ramp"))
     assert durable_name(make_task("kept_ramp", slope=3.0)) not in (None, a)  # other overrides
     assert durable_name(make_task("two_slopes")) not in (None, a)
+    old = make_task("kept_ramp")
     (spec / "kept_ramp.toml").write_text(text + "\n# an edit\n")  # the spec changed: another name
     assert durable_name(make_task("kept_ramp")) not in (None, a)
+    assert durable_name(old) is None  # the task built from the spec as it was: its file changed since
+
+
+def test_other_arguments_are_other_values(values):
+    task = make_task("two_slopes")
+    engine._eval_sets(task, 32, 8)
+    engine._eval_sets(task, 64, 8)
+    engine._eval_sets(task, 32, 16)
+    x = np.asarray(engine._eval_sets(task, 32, 8)[0].probe.x)
+    a, b = measure.candidate_values(task, x, 128), measure.candidate_values(task, x, 256)
+    assert len(list(values.glob("*.npz"))) == 5
+    assert not np.array_equal(a["linear_fit"], b["linear_fit"])  # fitted to another sample
+
+
+def test_a_plugin_edited_after_it_was_read_or_a_factory_in_no_file_names_nothing(tmp_path, monkeypatch):
+    from testbed.tasks.registry import _FACTORIES
+
+    assert durable_name(make_task("sine_line")) is not None
+    plug = tmp_path / "edited_plugin.py"
+    plug.write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import edited_plugin  # noqa: F401  (loaded: its file is part of every name now)
+
+        assert durable_name(make_task("sine_line")) is not None
+        plug.write_text("X = 2\n")  # edited, not reloaded: the code in memory is not the file's
+        os.utime(plug, ns=(plug.stat().st_atime_ns, plug.stat().st_mtime_ns + 10**9))
+        assert durable_name(make_task("sine_line")) is None
+    finally:
+        sys.modules.pop("edited_plugin", None)  # unloaded for good: the other tests' names are not affected
+    assert durable_name(make_task("sine_line")) is not None
+    monkeypatch.setitem(_FACTORIES, "kept_sourceless", print)  # a factory no file holds (as in a notebook)
+    assert durable_name(make_task("sine_line")) is None
+
+
+def test_any_names_round_trip_and_failures_only_cost_a_computation(tmp_path, monkeypatch):
+    arrays = {"file": np.arange(3), "names": np.ones((2, 2), np.float32), "a0": np.array(["x", "yz"]),
+              "piece:left": np.array(1.5)}
+    monkeypatch.setattr(durable, "values_folder", lambda: tmp_path / "values")
+    first = durable.kept("some name", lambda: arrays)
+    again = durable.kept("some name", lambda: pytest.fail("computed again"))
+    assert list(again) == list(arrays)
+    for k, v in arrays.items():
+        assert again[k].dtype == v.dtype and np.array_equal(again[k], v) and first[k] is not None
+    calls = []
+    out = durable.kept("some name", lambda: calls.append(1) or arrays, valid=lambda got: False)
+    assert calls == [1] and np.array_equal(out["file"], arrays["file"])  # not valid: computed again
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    monkeypatch.setattr(durable, "values_folder", lambda: tmp_path / "blocked" / "values")
+    saved = durable.STATS["saved"]
+    out = durable.kept("other name", lambda: arrays)  # cannot be written: still returned
+    assert durable.STATS["saved"] == saved and np.array_equal(out["a0"], arrays["a0"])
 
 
 def test_a_hand_built_task_gets_no_name_and_its_values_are_computed_every_time(values):

@@ -102,6 +102,21 @@ def code_fingerprint(extra: tuple[str, ...] = (), files: list[Path] | None = Non
     return h.hexdigest()
 
 
+_SEEN: dict[Path, int] = {}  # file -> its modification time when a durable name first read it
+
+
+def unchanged(files: list[Path]) -> bool:
+    """Whether none of ``files`` (plug-ins: `plugin_files`) changed since this process first
+    named anything by them: an edited plug-in's module in memory is still the old code (until
+    it is reloaded), so a value computed by it must not be named by the new file's hash."""
+    ok = True
+    for p in files:
+        mtime = Path(p).stat().st_mtime_ns
+        with _LOCK:
+            ok &= _SEEN.setdefault(Path(p), mtime) == mtime
+    return ok
+
+
 @functools.lru_cache(maxsize=1)
 def _machine() -> str:
     from testbed.core.platform import cache_key, versions
@@ -117,7 +132,8 @@ def environment() -> str:
     from testbed.core.platform import unrolled_threefry
 
     flags = {name: str(getattr(jax.config, name, None)) for name in (
-        "jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable", "jax_default_prng_impl")}
+        "jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable", "jax_default_prng_impl",
+        "jax_random_seed_offset")}
     parts = [_machine(), os.environ.get("XLA_FLAGS", ""), repr(sorted(flags.items())),
              f"threefry_unrolled={unrolled_threefry()}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
@@ -131,36 +147,39 @@ def values_folder() -> Path | None:
     return None if root is None else root / "values"
 
 
-def kept(name: str | None, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def kept(name: str | None, compute: Callable[[], dict[str, np.ndarray]],
+         valid: Callable[[dict[str, np.ndarray]], bool] | None = None) -> dict[str, np.ndarray]:
     """``compute()``'s arrays, kept on disk under ``name`` (a durable name: it must change with
     everything the values depend on) and read from there next time, read-only, in the order
     ``compute`` gave them. ``compute`` runs when ``name`` is None, when the compile cache is
-    off, and when the file is missing or cannot be read (it is then written again); a folder
-    that cannot be written is skipped. Values are stored exactly (``.npz``), so a value read
-    is bitwise the value computed."""
+    off, and when the file is missing, cannot be read or fails ``valid`` (it is then written
+    again); a folder that cannot be written is skipped (the values computed are returned).
+    Values are stored exactly (``.npz``, names kept apart from the arrays' keys), so a value
+    read is bitwise the value computed."""
     from testbed.core.files import atomic_write_bytes
 
     folder = values_folder() if name is not None else None
     path = None if folder is None else folder / f"{hashlib.sha256(name.encode()).hexdigest()[:32]}.npz"
-    if path is not None and path.is_file():
-        try:
-            with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
-                out = {k: f[k] for k in f.files}
+    try:
+        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
+            names = [str(n) for n in f["names"]]
+            out = {n: f[f"a{i}"] for i, n in enumerate(names)}
+        if valid is None or valid(out):
             with _LOCK:
                 STATS["loaded"] += 1
             return _read_only(out)
-        except Exception:  # noqa: BLE001  (a damaged or foreign file: compute instead)
-            pass
+    except Exception:  # noqa: BLE001  (no name, no file, a damaged or foreign one: compute instead)
+        pass
     out = {k: np.asarray(v) for k, v in compute().items()}
     if path is not None:
         try:
             buf = io.BytesIO()
-            np.savez(buf, **out)
+            np.savez(buf, names=np.array(list(out), dtype=str), **{f"a{i}": v for i, v in enumerate(out.values())})
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, buf.getvalue())
             with _LOCK:
                 STATS["saved"] += 1
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001  (an unwritable folder, a full disk: the values are still returned)
             pass
     return _read_only(out)
 

@@ -148,10 +148,14 @@ def make_task(name: str, **overrides) -> Task:
 def durable_name(task: Task) -> str | None:
     """A name for a task built by `make_task` that outlives this process
     (`testbed.core.durable`): its name and overrides, the code that builds it (the package,
-    the plug-ins and, for a TOML task, its spec file) and the environment. None for a Task
-    built by hand (not by `make_task`: nothing names its functions), for a Python task whose
-    factory no file hash covers (defined at a prompt or in a notebook), and when a file
-    cannot be read."""
+    the plug-ins and, for a TOML task, its spec file), the environment and the device that
+    computes its values. None for a Task built by hand (not by `make_task`: nothing names its
+    functions), when any registered task factory is not in a file the code fingerprint covers
+    (defined at a prompt or in a notebook; a factory may build on another task), when its spec
+    file or a plug-in changed since this process read it (the task in memory is the old one),
+    and when a file cannot be read."""
+    import jax
+
     from testbed.core import durable
 
     key = next((k for k, v in list(_CACHE.items()) if v is task), None)
@@ -159,24 +163,34 @@ def durable_name(task: Task) -> str | None:
         return None
     try:
         files = durable.plugin_files()
-        if key[1] is None and not durable.defined_in_code(_FACTORIES[key[0]], set(files)):
+        if not all(durable.defined_in_code(f, set(files)) for f in list(_FACTORIES.values())):
             return None
-        code = durable.code_fingerprint(() if key[1] is None else (key[1],), files)
-    except (OSError, ValueError, KeyError):
+        spec = () if key[1] is None else (key[1],)
+        if spec and Path(key[1]).stat().st_mtime_ns != key[2]:
+            return None
+        if not durable.unchanged(files):
+            return None
+        code = durable.code_fingerprint(spec, files)
+        device = jax.devices()[0]
+    except (OSError, ValueError, RuntimeError):
         return None
-    return hashlib.sha256(f"{key[0]}|{key[1]}|{key[-1]!r}|{code}|{durable.environment()}".encode()).hexdigest()
+    text = (f"{key[0]}|{key[1]}|{key[-1]!r}|{code}|{durable.environment()}|{device.platform}|"
+            f"{getattr(device, 'device_kind', '')}")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def task_values(task: Task, what: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def task_values(task: Task, what: str, compute: Callable[[], dict[str, np.ndarray]],
+                valid: Callable[[dict[str, np.ndarray]], bool] | None = None) -> dict[str, np.ndarray]:
     """``compute()``'s arrays, which depend on ``task`` and ``what`` (the other arguments, as
     text) alone, kept on disk under the task's `durable_name` (`testbed.core.durable.kept`):
     a warm run reads a task's evaluation sets, target range and candidate behaviours instead
     of tracing, lowering and loading the programs that compute them (~1 s of CPU a task).
-    Computed every time for a task without a durable name or with the compile cache off."""
+    Computed every time for a task without a durable name or with the compile cache off;
+    ``valid``: a check of values read (`testbed.core.durable.kept`)."""
     from testbed.core.durable import kept
 
     name = durable_name(task)
-    return kept(None if name is None else f"{name}|{what}", compute)
+    return kept(None if name is None else f"{name}|{what}", compute, valid)
 
 
 def describe(name: str) -> dict[str, object]:
