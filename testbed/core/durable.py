@@ -160,16 +160,17 @@ def kept(name: str | None, compute: Callable[[], dict[str, np.ndarray]],
 
     folder = values_folder() if name is not None else None
     path = None if folder is None else folder / f"{hashlib.sha256(name.encode()).hexdigest()[:32]}.npz"
-    try:
-        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
-            names = [str(n) for n in f["names"]]
-            out = {n: f[f"a{i}"] for i, n in enumerate(names)}
-        if valid is None or valid(out):
-            with _LOCK:
-                STATS["loaded"] += 1
-            return _read_only(out)
-    except Exception:  # noqa: BLE001  (no name, no file, a damaged or foreign one: compute instead)
-        pass
+    if path is not None:
+        try:
+            with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:
+                names = [str(n) for n in f["names"]]
+                out = {n: f[f"a{i}"] for i, n in enumerate(names)}
+            if valid is None or valid(out):
+                with _LOCK:
+                    STATS["loaded"] += 1
+                return _read_only(out)
+        except Exception:  # noqa: BLE001  (no file, a damaged or foreign one: compute instead)
+            pass
     out = {k: np.asarray(v) for k, v in compute().items()}
     if path is not None:
         try:
