@@ -4,8 +4,10 @@ Compares, side by side in one run, ``task.sample`` (rejection sampling: a
 running count (jnp.cumsum) ranks the accepted candidates and one scatter places them) with
 the form before it (an associative scan ranks them), the one before that (``jnp.nonzero``
 then a gather), and a bare ``uniform`` draw of the same batch (the floor: no split, no
-targets); and the seconds to compile a draw, with cumsum and with the scan. All rejection
-forms return the same points (checked here).
+targets); ``task.sample`` with the step's key derived in the same fusion as the draw (the
+engine fences the key off with an optimization barrier: XLA otherwise recomputes the key's
+threefry hash for every candidate); and the seconds to compile a draw, with cumsum and with
+the scan. All rejection forms return the same points (checked here).
 
     python benchmarks/perf/sample_speed.py [--tasks sine_line checkerboard] [--batch 256]
 """
@@ -72,9 +74,15 @@ def main() -> None:
             best = min(best, time.perf_counter() - t0)
         return best
 
-    def per_step_us(draw) -> float:
+    def per_step_us(draw, fence: bool = True) -> float:
+        """Per step, the key folded in as the engine does (behind an optimization barrier unless
+        ``fence`` is False)."""
+        def step_key(k, i):
+            k = jax.random.fold_in(k, i)
+            return jax.lax.optimization_barrier(k) if fence else k
+
         def body(i, acc):
-            b = jax.vmap(lambda k: draw(jax.random.fold_in(k, i)))(keys)
+            b = jax.vmap(lambda k: draw(step_key(k, i)))(keys)
             return acc + b.x[:, :2].sum() + jnp.nan_to_num(b.y.astype(jnp.float32)).reshape(args.seeds, -1)[:, :2].sum()
         run = jax.jit(lambda: jax.lax.fori_loop(0, args.reps, body, 0.0))
         run().block_until_ready()
@@ -88,7 +96,7 @@ def main() -> None:
     n = args.batch
     print(f"{args.seeds} seeds x batch {n}, one device; microseconds per training step (best of 3), and "
           "seconds to compile one draw (best of 3)")
-    print(f"{'task':14s} {'task.sample':>12s} {'assoc scan':>11s} {'nonzero':>9s} {'uniform':>9s} "
+    print(f"{'task':14s} {'task.sample':>12s} {'key fused':>10s} {'assoc scan':>11s} {'nonzero':>9s} {'uniform':>9s} "
           f"{'compile s':>10s} {'assoc scan':>11s}  same points")
     for name in args.tasks:
         task = testbed.make_task(name)
@@ -97,11 +105,12 @@ def main() -> None:
         same = bool(jnp.all(x == previous(task, k, n, "train").x) & jnp.all(x == scanned(task, k, n, "train").x))
         forms = {f: (lambda k, task=task, f=f: f(task, k, n, "train")) for f in (previous, scanned)}
         now = per_step_us(lambda k, task=task: task.sample(k, n, "train"))
+        fused = per_step_us(lambda k, task=task: task.sample(k, n, "train"), fence=False)
         scan, old = per_step_us(forms[scanned]), per_step_us(forms[previous])
         floor = per_step_us(lambda k, task=task: Batch(jax.random.uniform(k, (n, task.in_dim)),
                                                        jnp.zeros(n), jnp.zeros(n, jnp.int32)))
         c_now, c_scan = compile_s(lambda k, task=task: task._sample(k, n, "train")), compile_s(forms[scanned])
-        print(f"{name:14s} {now:12.1f} {scan:11.1f} {old:9.1f} {floor:9.1f} {c_now:10.3f} {c_scan:11.3f}  {same}")
+        print(f"{name:14s} {now:12.1f} {fused:10.1f} {scan:11.1f} {old:9.1f} {floor:9.1f} {c_now:10.3f} {c_scan:11.3f}  {same}")
 
 
 if __name__ == "__main__":

@@ -657,7 +657,11 @@ def _compile(st: Static, keys, hp, p0, data, by_run, replicated) -> tuple[Progra
             active = (t < st.steps) & (c.diverged_at < 0)
             if method.extras.halt_freezes:
                 active &= c.halted_at < 0
-            batch = task.sample(jax.random.fold_in(c.data_key, t), st.batch_size, st.train_split)
+            # The step's key behind a barrier: fused into the draw, XLA:CPU recomputed its
+            # threefry hash for every candidate (proxy_correlated: ~5,000 a step, its cells
+            # ~15% slower; benchmarks/perf/sample_speed.py). The same bits either way.
+            key = jax.lax.optimization_barrier(jax.random.fold_in(c.data_key, t))
+            batch = task.sample(key, st.batch_size, st.train_split)
             (loss, aux), grads = jax.value_and_grad(method.train_loss, argnums=2, has_aux=True)(
                 task, apply, c.params, batch, ctx)
             halted_at = c.halted_at
