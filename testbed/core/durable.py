@@ -102,6 +102,17 @@ def code_fingerprint(extra: tuple[str, ...] = (), files: list[Path] | None = Non
     return h.hexdigest()
 
 
+def covered_fingerprint(factories, extra: tuple[str, ...] = ()) -> tuple[str, list[Path]] | None:
+    """`code_fingerprint` (with ``extra`` files) and the `plugin_files` it read, or None when
+    any of ``factories`` (registered task, method or model factories) is in no file it covers
+    (`defined_in_code`): what such a factory builds is named by nothing."""
+    files = plugin_files()
+    covered = set(files)
+    if not all(defined_in_code(f, covered) for f in factories):
+        return None
+    return code_fingerprint(extra, files), files
+
+
 _SEEN: dict[Path, int] = {}  # file -> its modification time when a durable name first read it
 
 

@@ -192,10 +192,10 @@ def durable_key(cell: Cell) -> str | None:
         # every registered factory, not only the cell's: a method may build on another (routing's base)
         factories = [*(METHODS.factory(n) for n in METHODS.names()), *(MODELS.factory(n) for n in MODELS.names()),
                      *TASK_FACTORIES.values()]
-        files = durable.plugin_files()
-        if not all(durable.defined_in_code(f, set(files)) for f in factories):
+        covered = durable.covered_fingerprint(factories, extra)
+        if covered is None:
             return None
-        fingerprint = durable.code_fingerprint(extra, files)
+        fingerprint = covered[0]
     except (OSError, ValueError):
         return None
     sized = {"seeds", *dict(cell.sweeps)}

@@ -162,15 +162,13 @@ def durable_name(task: Task) -> str | None:
     if key is None:
         return None
     try:
-        files = durable.plugin_files()
-        if not all(durable.defined_in_code(f, set(files)) for f in list(_FACTORIES.values())):
-            return None
         spec = () if key[1] is None else (key[1],)
         if spec and Path(key[1]).stat().st_mtime_ns != key[2]:
             return None
-        if not durable.unchanged(files):
+        covered = durable.covered_fingerprint(list(_FACTORIES.values()), spec)
+        if covered is None or not durable.unchanged(covered[1]):
             return None
-        code = durable.code_fingerprint(spec, files)
+        code = covered[0]
         device = jax.devices()[0]
     except (OSError, ValueError, RuntimeError):
         return None
