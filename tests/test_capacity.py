@@ -36,6 +36,7 @@ def test_the_sum_of_capacities_is_at_most_the_dimension():
         assert (total <= m + 1e-4).all() and (total > 0).all()
 
 
+@pytest.mark.optimized
 def test_sparse_features_go_into_superposition_dense_ones_do_not():
     table, w = train_superposition(8, 2, sparsities=[0.0, 0.99], steps=1500, seeds=1, batch_size=512, lr=3e-3)
     assert w.shape == (2, 1, 2, 8)

@@ -154,3 +154,20 @@ def test_a_damaged_file_is_computed_again_and_replaced(values):
     assert path.read_bytes()[:2] == b"PK"  # written again (a zip)
     for k in first:
         np.testing.assert_array_equal(first[k], again[k])
+
+
+@pytest.mark.parametrize("name,value", [("jax_disable_most_optimizations", "flip"), ("jax_enable_x64", "flip"),
+                                        ("jax_default_prng_impl", "rbg")])
+def test_what_changes_a_compiled_program_changes_the_environment(name, value, monkeypatch):
+    """Programs and values kept under one setting are not read under another (the tests compile
+    without optimizations, their `optimized` ones with; a user may set either)."""
+    import jax
+
+    before = jax.config.values[name]
+    first = durable.environment()
+    jax.config.update(name, (not before) if value == "flip" else value)
+    try:
+        assert durable.environment() != first
+    finally:
+        jax.config.update(name, before)
+    assert durable.environment() == first

@@ -50,6 +50,7 @@ def test_both_models_train_and_lower_the_loss(cfg):
     np.testing.assert_array_equal(r.loss, again.loss)  # the same seeds, the same numbers
 
 
+@pytest.mark.optimized
 def test_linear_attention_reaches_the_one_step_gd_optimum():
     d, k = 5, 20
     task = make_prompt_task("linear", d=d, points=k)
@@ -75,6 +76,7 @@ def test_bad_settings_are_refused():
             *task.sample(jax.random.key(0), 2)[:2])
 
 
+@pytest.mark.optimized
 def test_a_linear_attention_layer_behaves_like_one_step_gd():
     """The trained layer is closest to one-step GD among the baselines once it has examples."""
     task = make_prompt_task("linear", d=4, points=12)

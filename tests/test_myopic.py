@@ -76,6 +76,7 @@ def _final(result, metric, split="train"):
     return f.sort_values("run")["value"].to_numpy()
 
 
+@pytest.mark.optimized
 def test_myopic_model_shuts_down_at_the_cutoff_and_stays_frozen():
     m = testbed.make_method("myopic", schedule="step", cutoff=5, epoch_steps=100)
     r = _shutdown_run(m)

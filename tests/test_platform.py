@@ -58,3 +58,11 @@ def test_threefry_is_unrolled_on_cpu_and_gives_jax_own_bits():
     keys = jnp.stack([jax.random.key(s) for s in range(4)])
     draws = jax.jit(jax.vmap(lambda k: jax.random.normal(k, (16, 3))))(keys)
     assert np.isfinite(np.asarray(draws)).all() and np.unique(np.asarray(draws)).size == draws.size
+
+
+@pytest.mark.optimized
+def test_a_test_marked_optimized_compiles_with_xla_s_optimizations():
+    """(tests/conftest.py: the other tests compile without them, unless the environment says otherwise)"""
+    import jax
+
+    assert jax.config.values["jax_disable_most_optimizations"] is False

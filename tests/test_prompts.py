@@ -116,7 +116,8 @@ def test_bad_prompt_settings_are_refused():
         baseline_predictions(make_prompt_task("linear").sample(jax.random.key(0), 2), ("oracle",))
 
 
-@pytest.mark.parametrize("cls,baseline", [("relu2", "two_layer_net"), ("tree", "greedy_tree")])
+@pytest.mark.parametrize("cls,baseline", [pytest.param("relu2", "two_layer_net", marks=pytest.mark.optimized),
+                                          ("tree", "greedy_tree")])
 def test_the_class_matched_baselines_beat_the_generic_ones(cls, baseline):
     p = make_prompt_task(cls, d=5, points=40).sample(jax.random.key(8), 64)  # errors 0.03 vs 0.26 (256: the same order)
     preds = baseline_predictions(p, (baseline, "least_squares", "knn"))

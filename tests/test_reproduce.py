@@ -29,7 +29,13 @@ def test_every_reproduction_says_what_it_claims_and_why_its_band(name):
     assert r.band[0] <= r.band[1]
 
 
-@pytest.mark.parametrize("name", NAMES)
+# Reduced reproductions that train for thousands of steps: compiled with XLA's optimizations
+# (tests/conftest.py), 1.5-5x faster than without (2026-12-07); the others are mostly compiling.
+TRAIN_LONG = {"superposition", "myopic_shutdown", "grokking", "linear_attention_gd", "spectral_bias"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.optimized) if n in TRAIN_LONG else n
+                                  for n in NAMES])
 def test_every_reduced_reproduction_runs(name):
     table, figures = run_reproductions([name], quick=True)
     row = table.iloc[0]

@@ -137,14 +137,15 @@ def _machine() -> str:
 
 def environment() -> str:
     """What else decides a compiled program: package versions, Python, the CPU and XLA's flags,
-    JAX's numerics settings and testbed's lowering choices."""
+    JAX's numerics and optimization settings and testbed's lowering choices."""
     import jax
 
     from testbed.core.platform import unrolled_threefry
 
-    flags = {name: str(getattr(jax.config, name, None)) for name in (
-        "jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable", "jax_default_prng_impl",
-        "jax_random_seed_offset")}
+    names = ("jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable", "jax_default_prng_impl",
+             "jax_random_seed_offset", "jax_disable_most_optimizations")
+    # (a state is an attribute and may be set in a context; a flag, e.g. the last, is only in values)
+    flags = {name: str(getattr(jax.config, name, jax.config.values.get(name))) for name in names}
     parts = [_machine(), os.environ.get("XLA_FLAGS", ""), repr(sorted(flags.items())),
              f"threefry_unrolled={unrolled_threefry()}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
