@@ -202,3 +202,13 @@ def test_released_programs_free_their_memory_maps_and_compile_again():
     assert again.timing["compiled"]  # compiled afresh, the same numbers
     np.testing.assert_array_equal(first.history["value"].to_numpy(), again.history["value"].to_numpy())
     assert engine.release_if_crowded(fraction=1.0) is False  # far below the limit: kept
+
+
+def test_a_call_with_fewer_runs_than_devices_uses_one_device_per_run():
+    """No device trains a padding copy of a run (and one run's program is not partitioned)."""
+    import jax
+
+    one = testbed.train("two_slopes", "mse", seeds=1, **TINY)
+    assert one.timing["devices"] == 1 and one.batch_loss.shape[0] == 1
+    two = testbed.train("two_slopes", "mse", seeds=2, **TINY)
+    assert two.timing["devices"] == min(2, jax.device_count()) and two.batch_loss.shape[0] == 2

@@ -243,7 +243,10 @@ def _plan(task, method, model, optimizer, *, steps, batch_size, seeds, lr, weigh
                 train_split=train_split, data_stream=data_stream, snapshots=bool(snapshots))
 
     runs = [(h, s) for h in range(len(grid)) for s in seed_list]
-    devices = jax.devices()
+    # fewer runs than devices: only as many devices (a device given a copy of the last run to
+    # fill it did the same work again and made XLA partition the program; the per-device shapes
+    # and so the numbers are those of the padded run)
+    devices = jax.devices()[:len(runs)]
     n_pad = -len(runs) % len(devices)
     runs_padded = runs + [runs[-1]] * n_pad
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
