@@ -56,7 +56,9 @@ def _optimized_when_marked(request):
     """A test marked ``optimized`` compiles with XLA's optimizations: its programs run long
     enough that the faster code pays for the slower compile (the reduced reproductions, the
     in-context learners trained for thousands of steps: 2-4x faster run, measured 2026-12-07).
-    Stored programs and kept values follow the setting (`testbed.core.durable.environment`)."""
+    Stored programs and kept values follow the setting (`testbed.core.durable.environment`);
+    a program this process compiled already, either way, is reused as it is (JAX's in-memory
+    caches do not key on it), so a test compares numbers only within its own setting."""
     if request.node.get_closest_marker("optimized") is None:
         yield
         return
