@@ -33,6 +33,23 @@ def test_no_position_sees_a_later_example(cfg):
     assert q.shape == (4, 9) and np.isfinite(q).all()
 
 
+@pytest.mark.parametrize("cfg", [c for c in MODELS if hasattr(c.build(2, rngs=nnx.Rngs(0)), "queries")],
+                         ids=lambda c: c.name)
+def test_a_one_pass_query_is_the_query_placed_at_every_position(cfg):
+    """A model's ``queries`` (every N's prediction of the query in one pass) gives what the
+    model gives with the query at position N, pass by pass, up to rounding; and it sees no
+    example after the N-th."""
+    model = cfg.build(3, rngs=nnx.Rngs(1))
+    p = make_prompt_task("linear", d=3, points=8).sample(jax.random.key(0), 16)
+    each = np.asarray(query_predictions(lambda _, x, y: model(x, y), None, p))
+    once = np.asarray(query_predictions(None, None, p, lambda _, x, y, xq: model.queries(x, y, xq)))
+    assert once.shape == each.shape == (16, 9)
+    np.testing.assert_allclose(once, each, rtol=1e-5, atol=1e-5)
+    later = np.asarray(model.queries(p.x.at[:, 4:].add(5.0), p.y.at[:, 4:].add(-3.0), p.xq))
+    np.testing.assert_array_equal(later[:, :5], once[:, :5])  # N <= 4 sees examples 1..4 only
+    assert not np.allclose(later[:, 5:], once[:, 5:])
+
+
 @pytest.mark.parametrize("cfg", MODELS, ids=lambda c: c.name)
 def test_both_models_train_and_lower_the_loss(cfg):
     task = make_prompt_task("linear", d=3, points=8)

@@ -54,17 +54,36 @@ class TransformerModule(nnx.Module):
         self.read_out = nnx.Linear(width, 1, rngs=rngs)
         self.max_points = max_points
 
-    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+    def _tokens(self, x: jax.Array, y: jax.Array, extra: int = 0) -> jax.Array:
         b, k, d = x.shape
-        if k > self.max_points:
-            raise ConfigError(f"transformer: prompts of {k} examples exceed max_points={self.max_points}")
+        if k + extra > self.max_points:
+            raise ConfigError(f"transformer: prompts of {k + extra} examples exceed max_points={self.max_points}")
         ytok = jnp.concatenate([y[..., None], jnp.zeros((b, k, d - 1), x.dtype)], axis=-1)
-        tokens = jnp.stack([x, ytok], axis=2).reshape(b, 2 * k, d)  # x_1, y_1, x_2, y_2, ...
-        h = self.read_in(tokens) + self.pos[: 2 * k][None]
-        mask = nnx.make_causal_mask(jnp.ones((b, 2 * k)))
+        return jnp.stack([x, ytok], axis=2).reshape(b, 2 * k, d)  # x_1, y_1, x_2, y_2, ...
+
+    def _blocks(self, h: jax.Array, mask: jax.Array) -> jax.Array:
         for blk in self.blocks:
             h = blk(h, mask)
-        return self.read_out(self.ln(h))[:, 0::2, 0]  # at the x positions
+        return self.read_out(self.ln(h))[..., 0]
+
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        b, k, _ = x.shape
+        h = self.read_in(self._tokens(x, y)) + self.pos[: 2 * k][None]
+        return self._blocks(h, nnx.make_causal_mask(jnp.ones((b, 2 * k))))[:, 0::2]  # at the x positions
+
+    def queries(self, x: jax.Array, y: jax.Array, xq: jax.Array) -> jax.Array:
+        """[B, K + 1]: the prediction of the query ``xq`` [B, d] from the first N examples, every
+        N = 0..K, in one pass: what ``__call__`` gives at x position N with ``xq`` there (K + 1
+        passes), computed on the 2K prompt tokens followed by K + 1 copies of the query, the
+        N-th at position 2N, seeing the first 2N prompt tokens and itself (the prompt tokens see
+        no query). The same numbers up to rounding (the sums run over other lengths)."""
+        b, k, d = x.shape
+        n = 2 * k + k + 1
+        tokens = jnp.concatenate([self._tokens(x, y, extra=1), jnp.broadcast_to(xq[:, None], (b, k + 1, d))], axis=1)
+        h = self.read_in(tokens) + jnp.concatenate([self.pos[: 2 * k], self.pos[0: 2 * k + 1: 2]])[None]
+        i, j = jnp.arange(n)[:, None], jnp.arange(n)[None, :]
+        sees = jnp.where(i < 2 * k, j <= i, (j < 2 * (i - 2 * k)) | (j == i))
+        return self._blocks(h, sees[None, None])[:, 2 * k:]
 
 
 class LinearAttentionModule(nnx.Module):

@@ -9,7 +9,8 @@ Evaluation (at ``evals`` points, the last at the end; every shift at the end, th
 default in distribution, at each): for each shift, on ``eval_prompts`` fixed prompts (key
 `EVAL_KEY` folded with the shift's place in `SHIFTS`), the model predicts the query from the
 first N examples for every N = 0..K (the query placed at position N of the sequence; causal
-attention keeps the rest out), and the normalized squared error (squared error / d) is averaged over prompts. The
+attention keeps the rest out; a model with a ``queries`` method, the transformer, computes every
+N in one pass), and the normalized squared error (squared error / d) is averaged over prompts. The
 baselines (`testbed.tasks.prompt_baselines`) are computed on the same prompts.
 """
 
@@ -94,8 +95,13 @@ class PromptResult:
     timing: dict = field(default_factory=dict)
 
 
-def query_predictions(apply, params, p: Prompts) -> jax.Array:
-    """[n, K + 1]: the model's prediction of the query from the first N examples, every N."""
+def query_predictions(apply, params, p: Prompts, queries=None) -> jax.Array:
+    """[n, K + 1]: the model's prediction of the query from the first N examples, every N:
+    ``queries(params, x, y, xq)`` where the model computes them in one pass (a module's
+    ``queries`` method, e.g. the transformer's), else one ``apply`` per N with the query at
+    position N."""
+    if queries is not None:
+        return queries(params, p.x, p.y, p.xq)
     n, k, d = p.x.shape
     x = jnp.concatenate([p.x, jnp.zeros((n, 1, d), p.x.dtype)], axis=1)  # room for the query after all K
     y = jnp.concatenate([p.y, jnp.zeros((n, 1), p.y.dtype)], axis=1)
@@ -155,10 +161,16 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
     optimizer = optimizer or Optimizer()
     tx = optimizer.build(optimizer.lr, optimizer.weight_decay, steps)
     d = task.d
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: model.build(d, rngs=nnx.Rngs(0))))  # structure only: nothing runs
+    abstract = nnx.eval_shape(lambda: model.build(d, rngs=nnx.Rngs(0)))  # structure only: nothing runs
+    graphdef = nnx.graphdef(abstract)
 
     def apply(params, x, y):
         return nnx.merge(graphdef, params)(x, y)
+
+    queries = None  # a model that predicts every N's query in one pass (`query_predictions`)
+    if callable(getattr(abstract, "queries", None)):
+        def queries(params, x, y, xq):
+            return nnx.merge(graphdef, params).queries(x, y, xq)
 
     def init(key):
         k_init, k_data = jax.random.split(key)
@@ -200,8 +212,8 @@ def train_prompts(task: PromptTask, model, *, steps: int = 2000, batch_size: int
     probe_ns = sorted({1, min(d, task.points), task.points})
 
     def evaluate(params, which):  # (errors [K + 1] per shift, the predictions they come from, probe predictions)
-        preds = {s: query_predictions(apply, params, eval_sets[s]) for s in which}
-        probe = query_predictions(apply, params, probe_set)[:, jnp.array(probe_ns)] if probe_prompts else None
+        preds = {s: query_predictions(apply, params, eval_sets[s], queries) for s in which}
+        probe = query_predictions(apply, params, probe_set, queries)[:, jnp.array(probe_ns)] if probe_prompts else None
         return {s: normalized_error(preds[s], eval_sets[s]).mean(0) for s in which}, preds, probe
 
     t0 = time.perf_counter()
