@@ -158,7 +158,7 @@ def test_a_damaged_file_is_computed_again_and_replaced(values):
 
 @pytest.mark.parametrize("name,value", [("jax_disable_most_optimizations", "flip"), ("jax_enable_x64", "flip"),
                                         ("jax_default_prng_impl", "rbg")])
-def test_what_changes_a_compiled_program_changes_the_environment(name, value, monkeypatch):
+def test_what_changes_a_compiled_program_changes_the_environment(name, value):
     """Programs and values kept under one setting are not read under another (the tests compile
     without optimizations, their `optimized` ones with; a user may set either)."""
     import jax
