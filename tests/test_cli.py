@@ -1,5 +1,6 @@
 """The command line: output, files written, and exit status 2 with a clear message on bad input."""
 
+import json
 import sys
 
 import pandas as pd
@@ -144,13 +145,18 @@ def test_bench_prints_findings_first_and_a_finished_suite_is_read_without_jax(mo
     code, out, _ = run(monkeypatch, capsys, "compare", str(root), "--all")
     assert code == 0 and out.index("## Findings") < out.index("## OOD")
     # readers of a results folder never start JAX, through the command line too
-    probe = ("import sys\nfrom testbed import cli\nsys.argv = ['testbed', {cmd!r}, {root!r}]\n"
+    probe = ("import sys\nfrom testbed import cli\nsys.argv = ['testbed', *{args!r}]\n"
              "try:\n    cli.main()\nexcept SystemExit:\n    pass\nprint('JAX' if 'jax' in sys.modules else 'no jax')")
-    for cmd in ("compare", "report"):
-        res = subprocess.run([sys.executable, "-c", probe.format(cmd=cmd, root=str(root))], capture_output=True,
-                             text=True, check=True)
-        assert res.stdout.strip().endswith("no jax"), (cmd, res.stdout[-300:], res.stderr[-300:])
-    assert (root / "report_state.json").read_text() == state  # nothing changed: both were reused
+    devices = json.loads((root / "manifest.json").read_text())["devices"]
+    for args in (["compare", str(root)], ["report", str(root)],
+                 ["bench", str(tmp_path / "tiny.toml"), "--results", str(tmp_path), "-q"]):  # a finished suite
+        res = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True,
+                             check=True)
+        assert res.stdout.strip().endswith("no jax"), (args, res.stdout[-300:], res.stderr[-300:])
+    assert "skipped 2 finished" in res.stdout
+    assert (root / "report_state.json").read_text() == state  # nothing changed: all three were reused
+    manifest = json.loads((root / "manifest.json").read_text())  # the devices that computed the cells
+    assert manifest["devices"] == devices and manifest["skipped"] and not manifest["ran"]
     code, out, _ = run(monkeypatch, capsys, "report", str(root), "--redraw", "--svg")
     assert code == 0 and any(p.suffix == ".svg" for p in (root / "figures").iterdir())
 

@@ -205,16 +205,25 @@ def git_commit() -> str | None:
 
 
 @functools.cache
-def _provenance() -> tuple:
+def _host() -> tuple:
+    return platform.platform(), platform.machine(), os.cpu_count(), tuple(versions().items()), git_commit()
+
+
+@functools.cache
+def _devices() -> tuple:
     import jax
 
-    devs = jax.devices()
-    return (platform.platform(), platform.machine(), os.cpu_count(), jax.default_backend(),
-            tuple(str(d) for d in devs), tuple(versions().items()), git_commit())
+    return jax.default_backend(), tuple(str(d) for d in jax.devices())
 
 
-def provenance() -> dict[str, object]:
-    """Platform, devices, versions and commit: what every result records (read once per process)."""
-    plat, machine, cpus, backend, devs, vers, commit = _provenance()
-    return {"platform": plat, "machine": machine, "cpu_count": cpus, "backend": backend,
-            "devices": list(devs), "versions": dict(vers), "git_commit": commit}
+def provenance(*, devices: bool = True) -> dict[str, object]:
+    """Platform, devices, versions and commit: what every result records (read once per process).
+
+    ``devices=False``: without ``backend`` and ``devices``, the two that start JAX (for a
+    record of a run that computed nothing, such as a finished suite reopened)."""
+    plat, machine, cpus, vers, commit = _host()
+    out = {"platform": plat, "machine": machine, "cpu_count": cpus, "versions": dict(vers), "git_commit": commit}
+    if devices:
+        backend, devs = _devices()
+        out |= {"backend": backend, "devices": list(devs)}
+    return out

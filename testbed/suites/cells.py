@@ -148,8 +148,7 @@ def _stages(v: Any, fld: str, err) -> tuple:
     """``[[train.stages]]``: a non-empty list of tables (steps; optional method, optimizer,
     split, name, lr), as a hashable tuple of sorted (field, value) pairs per stage; a method
     or optimizer is a name or a {name = ..., ...} table (frozen the same way)."""
-    from testbed.methods import list_methods
-    from testbed.training.optim import OPTIMIZERS
+    from testbed.core.catalog import names
 
     if not isinstance(v, list) or not v or not all(isinstance(x, dict) for x in v):
         raise err(fld, "expected [[stages]] tables, each with at least 'steps'", v)
@@ -159,7 +158,7 @@ def _stages(v: Any, fld: str, err) -> tuple:
         steps = st.get("steps")
         if not is_count(steps):
             raise err(f"{fld}[{i}].steps", "expected a positive integer", steps)
-        for part, known in (("method", list_methods()), ("optimizer", list(OPTIMIZERS))):
+        for part, known in (("method", names("method")), ("optimizer", names("optimizer"))):
             if part in st:
                 _components(st[part], f"{fld}[{i}].{part}s", known, err)
         for part in ("split", "name"):

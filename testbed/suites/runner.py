@@ -381,6 +381,8 @@ def writable(root: Path) -> None:
 def check_memory(cells: Sequence[Cell], path: str) -> None:
     """Estimate the memory of each distinct program among ``cells`` (`testbed.training.engine.check_memory`)
     and refuse the suite before anything runs when one would not fit, naming the file and the cell."""
+    if not cells:
+        return
     from testbed.training.engine import check_memory as check
     from testbed.training.memory import MemoryLimitError, set_limit
 
@@ -417,7 +419,6 @@ def redo_tampered(store: SuiteStore, keys) -> list[str]:
 
 def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Executor | None, quiet: bool,
                 prefetch: bool) -> SuiteRun:
-    from testbed.core.platform import provenance
     from testbed.core.plugins import loaded
 
     store.clean_unfinished()
@@ -435,7 +436,7 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
                 "suite_source": suite.source, "started": started, "finished": None,
                 "first_started": prev.get("first_started", prev.get("started", started)),
                 "cells": {c.key: {"task": c.task, **c.labels} for c in suite.cells},
-                "plugins": loaded(), **provenance()}
+                "plugins": loaded(), **_provenance(todo, prev)}
     store.write_manifest(manifest)
 
     bar = None
@@ -498,6 +499,17 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
                       f"{_first_failure(run.failed)}); run the suite again to redo them (finished cells are kept)",
                       stacklevel=3)
     return run
+
+
+def _provenance(todo: Sequence[Cell], prev: dict) -> dict:
+    """The manifest's platform record. A run that computes nothing keeps the backend and
+    devices of the run that computed the cells (finding them would start JAX, most of the
+    time a finished suite takes to reopen)."""
+    from testbed.core.platform import provenance
+
+    if not todo and "devices" in prev and "backend" in prev:
+        return {**provenance(devices=False), "backend": prev["backend"], "devices": prev["devices"]}
+    return provenance()
 
 
 def program_groups(cells: Sequence[Cell]) -> list[list[Cell]]:

@@ -100,11 +100,8 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
     imported first, so the tasks, methods, models and analyses they register can be named.
     """
     from testbed.analyses.base import list_analyses, make_analysis
+    from testbed.core.catalog import names  # not the registries': those import JAX
     from testbed.core.plugins import PluginError, load_plugins
-    from testbed.methods import list_methods
-    from testbed.models import list_models
-    from testbed.tasks.registry import list_tasks
-    from testbed.training.optim import OPTIMIZERS
 
     def err(fld: str, msg: str, value: Any = None) -> SuiteError:
         shown = "" if value is None else f" (got {value!r})"
@@ -138,7 +135,7 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
                      source=source, path=path, plugins=tuple(plugins))
     if "prompts" in spec:
         raise err("prompts", "applies to grid.prompt_tasks only, and the grid has none")
-    tasks = grid_tasks(grid, "tasks", list_tasks(), err)
+    tasks = grid_tasks(grid, "tasks", names("task"), err)
     overrides = task_overrides(spec, tasks, "tasks", OVERRIDE_FIELDS, err)
 
     analyses = spec.get("analyses", [])
@@ -158,11 +155,11 @@ def suite_from_spec(spec: Mapping[str, Any], *, source: str = "", path: str = "<
         if not isinstance(params, dict):
             raise err(f"overrides.{t}.params", "expected a table of task parameters", params)
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}  # hashable
-        methods = _components(o.get("methods", grid.get("methods")), f"{where}.methods", list_methods(), err)
+        methods = _components(o.get("methods", grid.get("methods")), f"{where}.methods", names("method"), err)
         models = _components(o.get("models", grid.get("models", [{"name": "mlp"}])), f"{where}.models",
-                             list_models(), err)
+                             names("model"), err)
         optimizers = _components(o.get("optimizers", grid.get("optimizers", [{"name": "adam"}])),
-                                 f"{where}.optimizers", list(OPTIMIZERS), err)
+                                 f"{where}.optimizers", names("optimizer"), err)
         sweeps = []
         for hp in SWEPT:
             v = o.get(hp, grid.get(hp))
@@ -190,6 +187,8 @@ def check_cells(cells: Sequence[Cell], path: str = "<suite>") -> None:
     def err(fld: str, msg: str) -> SuiteError:
         return SuiteError(f"{path}: field '{fld}': {msg}")
 
+    if not cells:  # nothing to build (a finished suite): no JAX either
+        return
     from testbed.methods import make_method
     from testbed.models import make_model
     from testbed.tasks.registry import make_task

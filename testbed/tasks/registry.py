@@ -9,17 +9,16 @@ folder of the ``TESTBED_TASKS`` path list, and in folders added with
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.resources
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from testbed.core.errors import ConfigError, SpecError, TestbedError, UnknownNameError, call_factory
-from testbed.tasks.spec import load_task, read_spec
+from testbed.core import catalog
+from testbed.core.catalog import read_spec
+from testbed.core.errors import ConfigError, TestbedError, UnknownNameError, call_factory
+from testbed.tasks.spec import load_task
 from testbed.tasks.task import Task
 
 _FACTORIES: dict[str, Callable[..., Task]] = {}
@@ -59,29 +58,12 @@ def add_task_dir(path: str | Path) -> None:
 
 def task_dirs() -> list[Path]:
     """Folders searched for specs: built-in, then TESTBED_TASKS, then added folders."""
-    dirs = [Path(str(importlib.resources.files("testbed.tasks.specs")))]
-    for part in os.environ.get("TESTBED_TASKS", "").split(os.pathsep):
-        if part.strip():
-            p = Path(part.strip())
-            if not p.is_dir():
-                raise ConfigError(f"TESTBED_TASKS: {part!r} is not a folder")
-            dirs.append(p)
-    return dirs + [d for d in _EXTRA_DIRS if d not in dirs]
+    return catalog.spec_dirs(_EXTRA_DIRS)
 
 
 def spec_files() -> dict[str, Path]:
     """Task name -> spec file, over every spec folder. Refuses a name defined twice."""
-    found: dict[str, Path] = {}
-    for d in task_dirs():
-        for path in sorted(d.glob("*.toml")):
-            name = _spec_name(path, path.stat().st_mtime_ns)
-            if not isinstance(name, str):
-                raise SpecError("expected str", file=str(path), field="name", text=str(name))
-            if name in found or name in _FACTORIES:
-                other = str(found[name]) if name in found else "a Python task"
-                raise SpecError(f"task name {name!r} is already defined by {other}", file=str(path), field="name")
-            found[name] = path
-    return found
+    return catalog.spec_files(task_dirs(), _FACTORIES)
 
 
 def _spec_paths() -> dict[str, Path]:
@@ -95,18 +77,12 @@ def _spec_paths() -> dict[str, Path]:
     for d in dirs:
         for path in sorted(d.glob("*.toml")):
             try:
-                name = _spec_name(path, path.stat().st_mtime_ns)
+                name = catalog.spec_name(path, path.stat().st_mtime_ns)
             except (TestbedError, OSError):
                 continue
             if isinstance(name, str):
                 out.setdefault(name, path)
     return out
-
-
-@functools.lru_cache(maxsize=1024)
-def _spec_name(path: Path, mtime_ns: int):
-    """A spec file's task name, parsed once per version of the file (the mtime is the key)."""
-    return read_spec(path).get("name", path.stem)
 
 
 def list_tasks() -> list[str]:

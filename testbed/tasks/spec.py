@@ -39,13 +39,13 @@ accepted.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
 
+from testbed.core.catalog import read_spec  # noqa: F401  (re-exported: parse a spec's TOML)
 from testbed.core.errors import SpecError
 from testbed.tasks.build import build_task
 from testbed.tasks.expr import compile_expr
@@ -55,21 +55,6 @@ TOP_FIELDS = {"name", "description", "target", "classes", "domain", "params", "p
 DOMAIN_FIELDS = {"kind", "low", "high", "encoding", "scale"}
 PIECE_FIELDS = {"name", "where", "f"}
 SPLIT_FIELDS = {"where", "low", "high"}
-
-
-def read_spec(path: str | Path) -> dict[str, Any]:
-    """Parse a spec file's TOML (no compilation). Raises SpecError naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(f"cannot read task spec: {e.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise SpecError("task spec is not UTF-8 text", file=str(path)) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"not valid TOML: {e}", file=str(path)) from None
 
 
 def load_task(path: str | Path, **overrides: float) -> Task:

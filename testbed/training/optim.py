@@ -33,6 +33,11 @@ OPTIMIZERS = tuple(_CORES)
 SCHEDULES = tuple(_SCHEDULES)
 
 
+def list_optimizers() -> list[str]:
+    """Names of the optimizers, sorted."""
+    return sorted(OPTIMIZERS)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Optimizer:
     """Optimizer config.

@@ -1,0 +1,56 @@
+"""The catalog: the names a suite file may use, known without JAX, are the registries' names."""
+
+import importlib.resources
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.core import catalog
+
+# In a fresh process: the catalog's answer before any registry is imported, then every
+# registry's own list, and whether JAX had started before the registries were imported.
+PROBE = """
+import json, sys
+from testbed.core import catalog
+before = {kind: catalog.names(kind) for kind in catalog.REGISTRIES}
+jax_before = "jax" in sys.modules
+from testbed.methods import list_methods
+from testbed.models import list_models
+from testbed.tasks.registry import list_tasks, spec_files
+from testbed.training.optim import list_optimizers
+after = {"method": list_methods(), "model": list_models(), "optimizer": list_optimizers(), "task": list_tasks()}
+python_tasks = sorted(set(list_tasks()) - set(spec_files()))
+print(json.dumps({"before": before, "after": after, "python_tasks": python_tasks, "jax_before": jax_before,
+                  "catalog_after": {kind: catalog.names(kind) for kind in catalog.REGISTRIES}}))
+"""
+
+
+def test_the_built_in_names_are_the_registries_and_are_known_without_jax(monkeypatch):
+    monkeypatch.delenv("TESTBED_TASKS", raising=False)
+    monkeypatch.delenv("TESTBED_PLUGINS", raising=False)
+    res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert not got["jax_before"]  # the catalog alone never starts JAX
+    for kind in catalog.REGISTRIES:  # a built-in missing from catalog.BUILTIN fails here, by kind
+        assert got["before"][kind] == got["after"][kind], (kind, "catalog.BUILTIN is out of date")
+        assert got["catalog_after"][kind] == got["after"][kind]
+    assert sorted(catalog.BUILTIN["task"]) == got["python_tasks"]
+
+
+def test_the_built_in_spec_folder_is_the_packaged_one():
+    assert catalog.builtin_specs() == Path(str(importlib.resources.files("testbed.tasks.specs")))
+
+
+def test_a_spec_folder_and_a_plugin_name_are_seen(tmp_path, monkeypatch):
+    (tmp_path / "wiggle.toml").write_text('name = "catalog_wiggle"\n')
+    monkeypatch.setenv("TESTBED_TASKS", str(tmp_path))
+    assert "catalog_wiggle" in catalog.names("task")  # the registry (imported by this test process) finds it
+    probe = "from testbed.core import catalog; print('catalog_wiggle' in catalog.names('task'))"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "True"  # and so does the catalog, without the registry
+    monkeypatch.setenv("TESTBED_TASKS", str(tmp_path / "missing"))
+    with pytest.raises(Exception, match="TESTBED_TASKS: .*is not a folder"):
+        catalog.spec_dirs()
