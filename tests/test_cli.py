@@ -157,6 +157,9 @@ def test_bench_prints_findings_first_and_a_finished_suite_is_read_without_jax(mo
     assert (root / "report_state.json").read_text() == state  # nothing changed: all three were reused
     manifest = json.loads((root / "manifest.json").read_text())  # the devices that computed the cells
     assert manifest["devices"] == devices and manifest["skipped"] and not manifest["ran"]
+    res = subprocess.run([sys.executable, "-c", probe.format(args=["compare", str(root), "--redraw"])],
+                         capture_output=True, text=True, check=True)  # remade: read, derived, compared
+    assert res.stdout.strip().endswith("no jax") and "## Findings" in res.stdout, res.stderr[-300:]
     code, out, _ = run(monkeypatch, capsys, "report", str(root), "--redraw", "--svg")
     assert code == 0 and any(p.suffix == ".svg" for p in (root / "figures").iterdir())
 

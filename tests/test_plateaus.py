@@ -390,3 +390,22 @@ def test_run_plateaus_counts_per_run_including_runs_without_plateaus():
     assert z.loc[0, "reached_zero"] == 0.0 and z.loc[1, "reached_zero"] == 1.0
     z = with_final_loss(per_run.reset_index(), hist, zero=0.0499).set_index("run")  # zero-loss level 0.0499
     assert z.loc[0, "reached_zero"] == 1.0
+
+
+def test_a_suite_reads_each_method_s_zero_loss_from_its_cells_not_from_the_registry():
+    from testbed.analyses.base import make_analysis
+    from testbed.core.columns import ZERO_LOSS
+
+    steps = np.arange(1, 2001)
+    logl = -1.5 / (1 + np.exp(-(steps - 600) / 20)) - 1.5 / (1 + np.exp(-(steps - 1400) / 20))
+    cell = {"cell": "c", "task": "t", "method": "ce_smooth", "model": "mlp", "optimizer": "adam", "lr": 1e-3,
+            "weight_decay": 0.0, "init_scale": 1.0}  # a label no registered method has
+    bl = pd.DataFrame({**cell, "run": 0, "seed": 0, "step": steps, "value": np.exp(logl)})
+    hist = pd.DataFrame({**cell, "run": 0, "step": [0, 2000], "split": "train", "piece": "all", "metric": "loss",
+                         "value": [1.0, float(np.exp(-3.0))]})
+    derive = make_analysis("plateaus").derive
+    plain = derive({"batch_loss": bl, "history": hist})["plateaus"]
+    assert plain.loc[0, "stuck"] == 1 and plain.loc[0, "reached_zero"] == 0  # zero loss 0: it ends far above
+    bl.attrs[ZERO_LOSS] = {"ce_smooth": float(np.exp(-3.0)) * 0.999}  # the cell recorded its method's zero loss
+    recorded = derive({"batch_loss": bl, "history": hist})["plateaus"]
+    assert recorded.loc[0, "converged"] == 1 and recorded.loc[0, "reached_zero"] == 1

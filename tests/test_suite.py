@@ -114,7 +114,7 @@ def test_run_skips_finished_cells_and_tables_follow_the_schema(tmp_path):
 
     for cfg_path in (tmp_path / "results" / "tiny").glob("*/config.json"):
         cfg = json.loads(cfg_path.read_text())
-        assert cfg.pop("facts") == {"target": "scalar", "primary": "mse"}
+        assert cfg.pop("facts") == {"target": "scalar", "primary": "mse", "zero_loss": 0.0}
         cfg_path.write_text(json.dumps(cfg))
     old = load_tables(tmp_path / "results" / "tiny", s)["history"]
     assert old[["target", "primary"]].astype(str).drop_duplicates().values.tolist() == [["scalar", "mse"]]

@@ -229,5 +229,5 @@ def run_prompt_cell(cell: Cell, on_progress: Callable[[int, int], None] | None =
     timing = {"compile_wait_s": r.timing["compile_s"], "run_s": r.timing["wall_s"] - r.timing["compile_s"],
               "analyses_s": 0.0, "total_s": time.perf_counter() - t0}
     out["_meta"] = pd.DataFrame([{"timing": timing, "provenance": {**provenance(), "config": r.config},
-                                  "facts": {"target": "scalar", "primary": "mse"}}])
+                                  "facts": {"target": "scalar", "primary": "mse", "zero_loss": 0.0}}])
     return out

@@ -311,7 +311,7 @@ def run_cell(cell: Cell, on_progress: Callable[[int, int], None] | None = None) 
     if extra_rows:
         out["history"] = pd.concat([hist, *extra_rows], ignore_index=True)
     timing["analyses_s"] = time.perf_counter() - t0
-    out["_meta"] = pd.DataFrame([{"timing": timing, "provenance": result.provenance, "facts": cell_facts(task)}])
+    out["_meta"] = pd.DataFrame([{"timing": timing, "provenance": result.provenance, "facts": cell_facts(task, method)}])
     return out
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.core.columns import METRICS
+from testbed.core.columns import METRICS, ZERO_LOSS
 from testbed.core.errors import ConfigError
 from testbed.suites.spec import Suite
 from testbed.suites.store import HISTORY_FILE, SuiteStore
@@ -42,6 +42,7 @@ def load_tables(root: str | Path, suite: Suite | None = None,
     if not keys:
         raise ConfigError(f"{root}: no finished cells to read (run `testbed bench` first)")
     out: dict[str, list[pd.DataFrame]] = {}
+    zero: dict[str, float] = {}
     for k in keys:
         cfg, hist = store.load_cell(k)
         labels = current[k].labels if suite is not None else cfg.get("labels", {})
@@ -52,6 +53,8 @@ def load_tables(root: str | Path, suite: Suite | None = None,
                 "model": labels.get("model", cfg["model"]["name"]),
                 "optimizer": labels.get("optimizer", cfg["optimizer"]["name"]), "target": facts["target"],
                 "primary": facts["primary"]}
+        if isinstance(facts.get("zero_loss"), int | float):  # recorded since 2026-12 (older: the registry's)
+            zero[cols["method"]] = float(facts["zero_loss"])
         for name, df in tables.items():
             clash = [c for c in cols if c in df.columns]
             if clash:
@@ -61,12 +64,19 @@ def load_tables(root: str | Path, suite: Suite | None = None,
             const = pd.DataFrame({c: pd.Categorical.from_codes(np.zeros(len(df), np.int8), [v]) for c, v in cols.items()},
                                  index=df.index)  # categorical: a suite's tables are mostly these columns
             out.setdefault(name, []).append(pd.concat([const, df], axis=1))
-    return {w: _concat(dfs) for w, dfs in out.items()}
+    tables = {w: _concat(dfs) for w, dfs in out.items()}
+    if zero and "batch_loss" in tables:
+        tables["batch_loss"].attrs[ZERO_LOSS] = zero
+    return tables
 
 
-def cell_facts(task) -> dict[str, str]:
-    """What readers need of a cell's task without building it: target kind and primary metric."""
-    return {"target": task.target, "primary": METRICS[task.target][0]}
+def cell_facts(task, method=None) -> dict[str, str | float]:
+    """What readers need of a cell without building its task or method: the target kind, the
+    primary metric and (with ``method``) the loss of a perfect fit (``Extras.zero_loss``)."""
+    out: dict[str, str | float] = {"target": task.target, "primary": METRICS[task.target][0]}
+    if method is not None:
+        out["zero_loss"] = float(method.extras.zero_loss)
+    return out
 
 
 def _facts(history: pd.DataFrame, probes: pd.DataFrame | None) -> dict[str, str]:

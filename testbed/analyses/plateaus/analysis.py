@@ -19,7 +19,7 @@ import pandas as pd
 
 from testbed.analyses import kit
 from testbed.analyses.base import Analysis, Figure, register_analysis
-from testbed.core.columns import CELL, SWEPT
+from testbed.core.columns import CELL, SWEPT, ZERO_LOSS
 
 QUANTITIES = ("stalls", "stall_frac", "median_duration", "stuck", "reached_zero", "bumps", "final_loss")
 TABLES = {  # comparison table: (quantity, title, what a cell shows)
@@ -37,11 +37,14 @@ TABLES = {  # comparison table: (quantity, title, what a cell shows)
 def zero_levels(methods) -> dict[str, float]:
     """The loss a perfect fit reaches, per method (``Extras.zero_loss``; 0 for methods that
     are not registered here or cannot be built without arguments)."""
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        return {}
     from testbed.core.errors import ConfigError
     from testbed.methods.base import METHODS, make_method
 
     out = {}
-    for m in dict.fromkeys(methods):
+    for m in methods:
         try:
             out[m] = float(make_method(m).extras.zero_loss) if m in METHODS else 0.0
         except (ConfigError, TypeError, ValueError):
@@ -55,7 +58,10 @@ def _derive(tables: dict) -> dict[str, pd.DataFrame]:
     if "batch_loss" not in tables:
         return {}
     bl = tables["batch_loss"]
-    zero = zero_levels(bl["method"].astype(str).unique()) if "method" in bl.columns else None
+    zero = None
+    if "method" in bl.columns:  # each cell's recorded zero loss; the registry's for cells that have none
+        known = bl.attrs.get(ZERO_LOSS, {})
+        zero = {**zero_levels(m for m in bl["method"].astype(str).unique() if m not in known), **known}
     rows, per_run = run_plateaus(bl, by=[*CELL, *SWEPT], zero=zero)
     return {"plateau_rows": rows, "plateaus": with_final_loss(per_run, tables["history"], zero=zero)}
 
