@@ -21,7 +21,12 @@ from testbed.methods import list_methods
 from testbed.models import list_models
 from testbed.tasks.registry import list_tasks, spec_files
 from testbed.training.optim import list_optimizers
-after = {"method": list_methods(), "model": list_models(), "optimizer": list_optimizers(), "task": list_tasks()}
+from testbed.tasks.prompts import SHIFTS, list_prompt_tasks
+from testbed.tasks.prompt_baselines import BASELINES
+from testbed.models.sequence import list_prompt_models
+after = {"method": list_methods(), "model": list_models(), "optimizer": list_optimizers(), "task": list_tasks(),
+         "prompt_task": list_prompt_tasks(), "prompt_model": list_prompt_models(), "shift": list(SHIFTS),
+         "baseline": list(BASELINES)}
 python_tasks = sorted(set(list_tasks()) - set(spec_files()))
 print(json.dumps({"before": before, "after": after, "python_tasks": python_tasks, "jax_before": jax_before,
                   "catalog_after": {kind: catalog.names(kind) for kind in catalog.REGISTRIES}}))
@@ -34,6 +39,7 @@ def test_the_built_in_names_are_the_registries_and_are_known_without_jax(monkeyp
     res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert not got["jax_before"]  # the catalog alone never starts JAX
+    assert set(got["after"]) == set(catalog.REGISTRIES)
     for kind in catalog.REGISTRIES:  # a built-in missing from catalog.BUILTIN fails here, by kind
         assert got["before"][kind] == got["after"][kind], (kind, "catalog.BUILTIN is out of date")
         assert got["catalog_after"][kind] == got["after"][kind]

@@ -147,3 +147,26 @@ def test_a_rerun_skips_finished_cells_and_force_gives_the_same_numbers(ran):
     cols = ["cell", "seed", "step", "shift", "n"]
     a, b = (x["icl_error"].sort_values(cols).reset_index(drop=True) for x in (t, t2))
     pd.testing.assert_frame_equal(a, b)
+
+
+PROBE = """
+import json, sys
+from testbed.report.build import build_report
+from testbed.suites.runner import run_suite
+from testbed.suites.spec import suite_from_spec
+suite = suite_from_spec(json.loads(sys.argv[1]), path="icl.toml", build=False)
+run = run_suite(suite, sys.argv[2], quiet=True)
+build_report(run.root, suite)
+print(len(run.skipped), "jax" in sys.modules)
+"""
+
+
+def test_a_finished_prompt_suite_reopens_without_jax(ran):
+    import json
+    import subprocess
+    import sys
+
+    suite, run, _ = ran
+    res = subprocess.run([sys.executable, "-c", PROBE, json.dumps(TINY), str(run.root.parent)], capture_output=True,
+                         text=True, check=True)
+    assert res.stdout.split() == ["2", "False"], res.stderr[-2000:]  # both cells skipped, JAX never started

@@ -10,9 +10,12 @@ module answers ``which names exist`` on its own:
   by anything that builds), that registry answers: it holds the plug-ins' names too;
 - before that, the built-in names below answer, with the TOML task specs found on disk.
 
+The same holds for in-context suites: prompt tasks and models, shifts and baselines.
+
 A plug-in cannot register anything without importing its registry, so the two agree.
 `tests/test_catalog.py` checks ``BUILTIN`` against the registries of a fresh process: a new
-built-in method, model, optimizer or Python task that is not listed here fails there.
+built-in method, model, optimizer, Python task, function class, prompt model, shift or
+baseline that is not listed here fails there.
 
 The TOML spec folders are found here too (`spec_dirs`, `spec_files`): the task registry uses
 the same functions, with the folders added at run time (``--tasks-dir``).
@@ -30,25 +33,35 @@ from typing import Any
 
 from testbed.core.errors import ConfigError, SpecError
 
-# the built-in names of each kind, as their registries hold them in a process without plug-ins
+# the built-in names of each kind, as their registries list them (in their order) in a process
+# without plug-ins
 BUILTIN: dict[str, tuple[str, ...]] = {
     "method": ("ce", "mse", "myopic", "nonmyopic", "routing"),
     "model": ("deep_linear", "lowrank", "matrix", "mlp"),
     "optimizer": ("adam", "adamw", "sgd"),
     "task": ("deep_linear", "lowrank_logits", "lowrank_global"),  # Python tasks; TOML tasks are found on disk
+    # in-context (prompt) suites
+    "prompt_task": ("icl_linear", "icl_piecewise_linear", "icl_relu2", "icl_sparse_linear", "icl_tree"),
+    "prompt_model": ("transformer", "linear_attention"),
+    "shift": ("none", "scale_0.33", "scale_0.5", "scale_2", "scale_3", "skewed", "orthogonal", "half_space",
+              "noisy_y", "more_points"),
+    "baseline": ("least_squares", "ridge", "knn", "averaging", "one_step_gd", "lasso", "two_layer_net",
+                 "greedy_tree"),
 }
 
-# where each kind's registry lives, and the function that lists it
+# where each kind's registry lives, and the function (or collection) that lists it
 REGISTRIES: dict[str, tuple[str, str]] = {
     "method": ("testbed.methods", "list_methods"),
     "model": ("testbed.models", "list_models"),
     "optimizer": ("testbed.training.optim", "list_optimizers"),
     "task": ("testbed.tasks.registry", "list_tasks"),
+    "prompt_task": ("testbed.tasks.prompts", "list_prompt_tasks"),
+    "prompt_model": ("testbed.models.sequence", "list_prompt_models"),
+    "shift": ("testbed.tasks.prompts", "SHIFTS"),
+    "baseline": ("testbed.tasks.prompt_baselines", "BASELINES"),
 }
 
 
-
-@functools.cache
 def builtin_specs() -> Path:
     """The folder of the built-in TOML tasks, the package ``testbed.tasks.specs``: inside the
     package in a wheel, the repository's ``tasks/`` in a checkout (``pyproject.toml`` maps it).
@@ -63,16 +76,17 @@ def builtin_specs() -> Path:
 
 
 def names(kind: str) -> list[str]:
-    """Every name of ``kind`` (``method``, ``model``, ``optimizer`` or ``task``) that can be
-    built now, sorted: the registry's when its module is imported, else the built-in ones
-    (and, for tasks, the TOML specs of `spec_dirs`). Imports nothing that imports JAX."""
+    """Every name of ``kind`` (a key of `REGISTRIES`) that can be named now, in the registry's
+    order: the registry's own list when its module is imported, else the built-in ones (and,
+    for tasks, the TOML specs of `spec_dirs`). Imports nothing that imports JAX."""
     module_name, lister = REGISTRIES[kind]
     module = sys.modules.get(module_name)
     if module is not None and hasattr(module, lister):
-        return list(getattr(module, lister)())
+        listed = getattr(module, lister)
+        return list(listed() if callable(listed) else listed)
     if kind == "task":
         return sorted([*BUILTIN["task"], *spec_files(spec_dirs(), BUILTIN["task"])])
-    return sorted(BUILTIN[kind])
+    return list(BUILTIN[kind])
 
 
 def spec_dirs(extra: Sequence[Path] = ()) -> list[Path]:

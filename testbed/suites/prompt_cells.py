@@ -55,10 +55,8 @@ OVERRIDES = {"params", "seeds", "methods", "models", "optimizers", *TRAIN_USED}
 
 def prompt_suite_cells(spec: dict, grid: dict, train: dict, err: Callable) -> list[Cell]:
     """The cells of a suite over ``grid.prompt_tasks``; raises the suite's error naming the field."""
+    from testbed.core.catalog import names  # not the registries': those import JAX
     from testbed.core.registry import freeze
-    from testbed.models.sequence import list_prompt_models
-    from testbed.tasks.prompts import list_prompt_tasks
-    from testbed.training.optim import OPTIMIZERS
 
     if "tasks" in grid:
         raise err("grid.tasks", "a suite has grid.tasks (piecewise tasks) or grid.prompt_tasks (in-context "
@@ -73,7 +71,7 @@ def prompt_suite_cells(spec: dict, grid: dict, train: dict, err: Callable) -> li
                   "(and [prompts] for the rest)")
     if spec.get("analyses"):
         raise err("analyses", "prompt tasks run the in-context analysis on every cell; name none", spec["analyses"])
-    tasks = grid_tasks(grid, "prompt_tasks", list_prompt_tasks(), err)
+    tasks = grid_tasks(grid, "prompt_tasks", names("prompt_task"), err)
     prompts = spec.get("prompts", {})
     if not isinstance(prompts, dict):
         raise err("prompts", "expected a [prompts] table", prompts)
@@ -95,9 +93,9 @@ def prompt_suite_cells(spec: dict, grid: dict, train: dict, err: Callable) -> li
         methods = _components(o.get("methods", grid.get("methods", PROMPT_METHODS)), f"{where}.methods",
                               PROMPT_METHODS, err)
         models = _components(o.get("models", grid.get("models", [{"name": "transformer"}])), f"{where}.models",
-                             list_prompt_models(), err)
+                             names("prompt_model"), err)
         optimizers = _components(o.get("optimizers", grid.get("optimizers", [{"name": "adam", "lr": 1e-3}])),
-                                 f"{where}.optimizers", list(OPTIMIZERS), err)
+                                 f"{where}.optimizers", names("optimizer"), err)
         for me, mo, op in ((me, mo, op) for me in methods for mo in models for op in optimizers):
             cells.append(Cell(t, tuple(sorted(freeze(params)[1:])), me, mo, op,
                               tuple(sorted({**fields, **settings}.items())), seeds, (), (), kind="prompts"))
@@ -106,10 +104,10 @@ def prompt_suite_cells(spec: dict, grid: dict, train: dict, err: Callable) -> li
 
 def _settings(prompts: dict, err: Callable) -> dict[str, Any]:
     """The [prompts] settings a cell is keyed by (hashable), with their defaults."""
+    from testbed.core.catalog import names
     from testbed.core.registry import freeze
-    from testbed.tasks.prompt_baselines import BASELINES
-    from testbed.tasks.prompts import SHIFTS
 
+    SHIFTS, BASELINES = names("shift"), names("baseline")  # noqa: N806  (the modules' names for them)
     shifts = prompts.get("shifts", ["none"])
     if not isinstance(shifts, list) or not shifts or not all(isinstance(s, str) for s in shifts):
         raise err("prompts.shifts", f"expected a list of shift names; accepted: {', '.join(SHIFTS)}", shifts)
