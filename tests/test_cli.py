@@ -1,6 +1,7 @@
 """The command line: output, files written, and exit status 2 with a clear message on bad input."""
 
 import json
+import os
 import sys
 
 import pandas as pd
@@ -148,17 +149,18 @@ def test_bench_prints_findings_first_and_a_finished_suite_is_read_without_jax(mo
     probe = ("import sys\nfrom testbed import cli\nsys.argv = ['testbed', *{args!r}]\n"
              "try:\n    cli.main()\nexcept SystemExit:\n    pass\nprint('JAX' if 'jax' in sys.modules else 'no jax')")
     devices = json.loads((root / "manifest.json").read_text())["devices"]
+    env = {k: v for k, v in os.environ.items() if k != "TESTBED_PLUGINS"}  # a plug-in may start JAX
     for args in (["compare", str(root)], ["report", str(root)],
                  ["bench", str(tmp_path / "tiny.toml"), "--results", str(tmp_path), "-q"]):  # a finished suite
         res = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True,
-                             check=True)
+                             check=True, env=env)
         assert res.stdout.strip().endswith("no jax"), (args, res.stdout[-300:], res.stderr[-300:])
     assert "skipped 2 finished" in res.stdout
     assert (root / "report_state.json").read_text() == state  # nothing changed: all three were reused
     manifest = json.loads((root / "manifest.json").read_text())  # the devices that computed the cells
     assert manifest["devices"] == devices and manifest["skipped"] and not manifest["ran"]
     res = subprocess.run([sys.executable, "-c", probe.format(args=["compare", str(root), "--redraw"])],
-                         capture_output=True, text=True, check=True)  # remade: read, derived, compared
+                         capture_output=True, text=True, check=True, env=env)  # remade: read, derived, compared
     assert res.stdout.strip().endswith("no jax") and "## Findings" in res.stdout, res.stderr[-300:]
     code, out, _ = run(monkeypatch, capsys, "report", str(root), "--redraw", "--svg")
     assert code == 0 and any(p.suffix == ".svg" for p in (root / "figures").iterdir())

@@ -163,10 +163,12 @@ print(len(run.skipped), "jax" in sys.modules)
 
 def test_a_finished_prompt_suite_reopens_without_jax(ran):
     import json
+    import os
     import subprocess
     import sys
 
     suite, run, _ = ran
+    env = {k: v for k, v in os.environ.items() if k != "TESTBED_PLUGINS"}  # a plug-in may start JAX
     res = subprocess.run([sys.executable, "-c", PROBE, json.dumps(TINY), str(run.root.parent)], capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, env=env)
     assert res.stdout.split() == ["2", "False"], res.stderr[-2000:]  # both cells skipped, JAX never started

@@ -406,6 +406,11 @@ def test_a_suite_reads_each_method_s_zero_loss_from_its_cells_not_from_the_regis
     derive = make_analysis("plateaus").derive
     plain = derive({"batch_loss": bl, "history": hist})["plateaus"]
     assert plain.loc[0, "stuck"] == 1 and plain.loc[0, "reached_zero"] == 0  # zero loss 0: it ends far above
-    bl.attrs[ZERO_LOSS] = {"ce_smooth": float(np.exp(-3.0)) * 0.999}  # the cell recorded its method's zero loss
+    bl.attrs[ZERO_LOSS] = {"c": float(np.exp(-3.0)) * 0.999}  # the cell recorded its method's zero loss
     recorded = derive({"batch_loss": bl, "history": hist})["plateaus"]
     assert recorded.loc[0, "converged"] == 1 and recorded.loc[0, "reached_zero"] == 1
+    # a second cell with the same label (another task's options) keeps its own zero loss
+    bl2 = pd.concat([bl, bl.assign(cell="d", task="u")], ignore_index=True)
+    bl2.attrs[ZERO_LOSS] = {"c": float(np.exp(-3.0)) * 0.999, "d": 0.0}
+    both = derive({"batch_loss": bl2, "history": pd.concat([hist, hist.assign(cell="d", task="u")])})["plateaus"]
+    assert both.set_index("cell")["reached_zero"].to_dict() == {"c": 1.0, "d": 0.0}

@@ -54,7 +54,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "method": ("testbed.methods", "list_methods"),
     "model": ("testbed.models", "list_models"),
     "optimizer": ("testbed.training.optim", "list_optimizers"),
-    "task": ("testbed.tasks.registry", "list_tasks"),
+    "task": ("testbed.tasks", "list_tasks"),  # the package: its Python tasks are registered by then
     "prompt_task": ("testbed.tasks.prompts", "list_prompt_tasks"),
     "prompt_model": ("testbed.models.sequence", "list_prompt_models"),
     "shift": ("testbed.tasks.prompts", "SHIFTS"),
@@ -81,7 +81,8 @@ def names(kind: str) -> list[str]:
     for tasks, the TOML specs of `spec_dirs`). Imports nothing that imports JAX."""
     module_name, lister = REGISTRIES[kind]
     module = sys.modules.get(module_name)
-    if module is not None and hasattr(module, lister):
+    importing = getattr(getattr(module, "__spec__", None), "_initializing", False)  # half-registered
+    if module is not None and not importing and hasattr(module, lister):
         listed = getattr(module, lister)
         return list(listed() if callable(listed) else listed)
     if kind == "task":

@@ -8,7 +8,7 @@ SWEPT = ("lr", "weight_decay", "init_scale")  # continuous hyperparameters vmapp
 RUN = (*SWEPT, "run", "seed")  # identify one run of a training call
 COMPONENTS = ("task", "method", "model", "optimizer")  # what a cell is made of (labels in tables)
 CELL = ("cell", *COMPONENTS)  # identify one cell of a suite (cell: the hash key)
-ZERO_LOSS = "zero_loss"  # a suite's batch_loss.attrs: method label -> the loss of a perfect fit (cells' facts)
+ZERO_LOSS = "zero_loss"  # a suite's batch_loss.attrs: cell -> the loss of a perfect fit (its facts)
 
 # The task metrics recorded per target kind; the first is the task's primary metric.
 METRICS = {"scalar": ("mse",), "vector": ("mse",), "distribution": ("kl",), "class": ("error", "xent")}

@@ -502,13 +502,15 @@ def _run_locked(suite: Suite, store: SuiteStore, *, force: bool, executor: Execu
 
 
 def _provenance(todo: Sequence[Cell], prev: dict) -> dict:
-    """The manifest's platform record. A run that computes nothing keeps the backend and
-    devices of the run that computed the cells (finding them would start JAX, most of the
-    time a finished suite takes to reopen)."""
+    """The manifest's platform record. A run that computes nothing keeps the last computing
+    run's record whole (finding the devices would start JAX, most of the time a finished
+    suite takes to reopen; half of each machine's record would describe neither). Each cell's
+    own ``config.json`` holds the record of the process that computed it."""
     from testbed.core.platform import provenance
 
-    if not todo and "devices" in prev and "backend" in prev:
-        return {**provenance(devices=False), "backend": prev["backend"], "devices": prev["devices"]}
+    fields = list(provenance(devices=False)) + ["backend", "devices"]
+    if not todo and all(k in prev for k in fields):
+        return {k: prev[k] for k in fields}
     return provenance()
 
 

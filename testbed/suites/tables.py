@@ -7,6 +7,7 @@ from the metrics in its history).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def load_tables(root: str | Path, suite: Suite | None = None,
                 "optimizer": labels.get("optimizer", cfg["optimizer"]["name"]), "target": facts["target"],
                 "primary": facts["primary"]}
         if isinstance(facts.get("zero_loss"), int | float):  # recorded since 2026-12 (older: the registry's)
-            zero[cols["method"]] = float(facts["zero_loss"])
+            zero[k] = float(facts["zero_loss"])
         for name, df in tables.items():
             clash = [c for c in cols if c in df.columns]
             if clash:
@@ -74,8 +75,9 @@ def cell_facts(task, method=None) -> dict[str, str | float]:
     """What readers need of a cell without building its task or method: the target kind, the
     primary metric and (with ``method``) the loss of a perfect fit (``Extras.zero_loss``)."""
     out: dict[str, str | float] = {"target": task.target, "primary": METRICS[task.target][0]}
-    if method is not None:
-        out["zero_loss"] = float(method.extras.zero_loss)
+    zero = float(method.extras.zero_loss) if method is not None else math.nan
+    if math.isfinite(zero):  # JSON holds finite numbers; readers fall back to the method registry
+        out["zero_loss"] = zero
     return out
 
 

@@ -58,12 +58,24 @@ def _derive(tables: dict) -> dict[str, pd.DataFrame]:
     if "batch_loss" not in tables:
         return {}
     bl = tables["batch_loss"]
-    zero = None
-    if "method" in bl.columns:  # each cell's recorded zero loss; the registry's for cells that have none
-        known = bl.attrs.get(ZERO_LOSS, {})
-        zero = {**zero_levels(m for m in bl["method"].astype(str).unique() if m not in known), **known}
-    rows, per_run = run_plateaus(bl, by=[*CELL, *SWEPT], zero=zero)
-    return {"plateau_rows": rows, "plateaus": with_final_loss(per_run, tables["history"], zero=zero)}
+    zero, by = _zero_losses(bl)
+    rows, per_run = run_plateaus(bl, by=[*CELL, *SWEPT], zero=zero, zero_by=by)
+    return {"plateau_rows": rows, "plateaus": with_final_loss(per_run, tables["history"], zero=zero, zero_by=by)}
+
+
+def _zero_losses(bl: pd.DataFrame) -> tuple[dict | None, str]:
+    """Each cell's zero loss, as it recorded it (`testbed.load_tables` puts the cells' facts in
+    ``batch_loss.attrs``), else the registry's for its method label (older folders, tables
+    put together by hand); and the column that keys them."""
+    if "method" not in bl.columns:
+        return None, "method"
+    if "cell" not in bl.columns:
+        return zero_levels(bl["method"].astype(str).unique()), "method"
+    recorded = bl.attrs.get(ZERO_LOSS, {})
+    cells = bl[["cell", "method"]].drop_duplicates()
+    cells = list(zip(cells["cell"].astype(str), cells["method"].astype(str), strict=True))
+    by_label = zero_levels(m for c, m in cells if c not in recorded)  # imports the registry only for these
+    return {c: recorded.get(c, by_label.get(m, 0.0)) for c, m in cells}, "cell"
 
 
 def _long(v: kit.View) -> pd.DataFrame | None:

@@ -144,15 +144,16 @@ def _curves(history: pd.DataFrame, metric: str, split: str, by: Sequence[str] | 
 
 
 def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",), zero: float | dict | None = None,
-                 **detector_kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 zero_by: str = "method", **detector_kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Plateaus of every run's per-update training loss: one row per plateau, and per run.
 
     Args:
         batch_loss: long table with ``by`` columns, run, seed, step, value (a suite's
             ``batch_loss`` table, see docs/suite_tables.md).
         by: columns that identify a cell; kept in the output.
-        zero: the loss a perfect fit reaches: a number, or ``{method: number}`` read with
-            the ``method`` column (missing methods: 0); default 0.
+        zero: the loss a perfect fit reaches: a number, or ``{value: number}`` read with
+            the ``zero_by`` column (default ``method``; a suite's derive gives one per
+            ``cell``; missing values: 0); default 0.
         **detector_kwargs: passed to `read_curve`.
 
     Returns:
@@ -169,7 +170,7 @@ def run_plateaus(batch_loss: pd.DataFrame, *, by: Sequence[str] = ("cell",), zer
     for key, curve in batch_loss.groupby(keys, observed=True, sort=True, dropna=False):
         curve = curve.sort_values("step")
         ident = dict(zip(keys, key, strict=True))
-        z = _zero_for(zero, ident.get("method", curve["method"].iloc[0] if "method" in curve else None))
+        z = _zero_for(zero, ident.get(zero_by, curve[zero_by].iloc[0] if zero_by in curve else None))
         t, v = curve["step"].to_numpy(np.float64), curve["value"].to_numpy(np.float64)
         c = read_curve(t, v, zero=z, **detector_kwargs)
         for i, p in enumerate(c.plateaus()):
@@ -193,7 +194,7 @@ def _zero_for(zero: float | dict | None, method) -> float:
 
 
 def with_final_loss(per_run: pd.DataFrame, history: pd.DataFrame, *, by: Sequence[str] = ("cell",),
-                    zero: float | dict | None = None, zero_tol: float = 1e-3) -> pd.DataFrame:
+                    zero: float | dict | None = None, zero_tol: float = 1e-3, zero_by: str = "method") -> pd.DataFrame:
     """Add each run's final train loss (the method's objective, from the evaluations) and
     ``reached_zero``: 1 when it ends within ``zero_tol`` of its initial loss above the
     zero-loss level (``zero``, as in `run_plateaus`), the detector's definition of converged,
@@ -203,8 +204,8 @@ def with_final_loss(per_run: pd.DataFrame, history: pd.DataFrame, *, by: Sequenc
     first = h[h["step"] == g["step"].transform("min")][[*by, "run", "value"]].rename(columns={"value": "first_loss"})
     fin = h[h["step"] == g["step"].transform("max")][[*by, "run", "value"]].rename(columns={"value": "final_loss"})
     out = per_run.merge(fin, on=[*by, "run"], how="left").merge(first, on=[*by, "run"], how="left")
-    methods = out["method"] if "method" in out.columns else pd.Series([None] * len(out), index=out.index)
-    z = np.array([_zero_for(zero, m) for m in methods], np.float64)
+    keys = out[zero_by] if zero_by in out.columns else pd.Series([None] * len(out), index=out.index)
+    z = np.array([_zero_for(zero, m) for m in keys], np.float64)
     above0 = out["first_loss"].to_numpy(np.float64) - z
     reached = (out["final_loss"].to_numpy(np.float64) - z) <= zero_tol * np.maximum(above0, 0.0)
     out["reached_zero"] = np.where(out["final_loss"].notna(), reached.astype(float), np.nan)
