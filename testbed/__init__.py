@@ -75,7 +75,7 @@ _WHERE = {
     "list_models": "testbed.models",
     "make_model": "testbed.models",
     "register_model": "testbed.models",
-    "add_task_dir": "testbed.tasks.registry",
+    "add_task_dir": "testbed.core.catalog",
     "list_tasks": "testbed.tasks",
     "make_task": "testbed.tasks",
     "register_task": "testbed.tasks",

@@ -42,7 +42,7 @@ def main_options(
     from testbed.core.plugins import load_env_plugins, load_plugins
 
     for d in tasks_dir or []:
-        from testbed.tasks.registry import add_task_dir  # starts JAX: only when asked for
+        from testbed.core.catalog import add_task_dir
 
         try:
             add_task_dir(d)

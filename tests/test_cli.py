@@ -150,8 +150,10 @@ def test_bench_prints_findings_first_and_a_finished_suite_is_read_without_jax(mo
              "try:\n    cli.main()\nexcept SystemExit:\n    pass\nprint('JAX' if 'jax' in sys.modules else 'no jax')")
     devices = json.loads((root / "manifest.json").read_text())["devices"]
     env = {k: v for k, v in os.environ.items() if k != "TESTBED_PLUGINS"}  # a plug-in may start JAX
+    tasks = tmp_path / "my_tasks"  # a finished suite reopened, with a spec folder added
+    tasks.mkdir()
     for args in (["compare", str(root)], ["report", str(root)],
-                 ["bench", str(tmp_path / "tiny.toml"), "--results", str(tmp_path), "-q"]):  # a finished suite
+                 ["--tasks-dir", str(tasks), "bench", str(tmp_path / "tiny.toml"), "--results", str(tmp_path), "-q"]):
         res = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True,
                              check=True, env=env)
         assert res.stdout.strip().endswith("no jax"), (args, res.stdout[-300:], res.stderr[-300:])

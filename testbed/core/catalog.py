@@ -17,8 +17,8 @@ A plug-in cannot register anything without importing its registry, so the two ag
 built-in method, model, optimizer, Python task, function class, prompt model, shift or
 baseline that is not listed here fails there.
 
-The TOML spec folders are found here too (`spec_dirs`, `spec_files`): the task registry uses
-the same functions, with the folders added at run time (``--tasks-dir``).
+The TOML spec folders are found here too (`spec_dirs`, `spec_files`, with the folders added at
+run time by `add_task_dir`, the CLI's ``--tasks-dir``): the task registry uses the same ones.
 """
 
 from __future__ import annotations
@@ -86,8 +86,20 @@ def names(kind: str) -> list[str]:
         listed = getattr(module, lister)
         return list(listed() if callable(listed) else listed)
     if kind == "task":
-        return sorted([*BUILTIN["task"], *spec_files(spec_dirs(), BUILTIN["task"])])
+        return sorted([*BUILTIN["task"], *spec_files(spec_dirs(EXTRA_DIRS), BUILTIN["task"])])
     return list(BUILTIN[kind])
+
+
+EXTRA_DIRS: list[Path] = []  # spec folders added at run time (`add_task_dir`, the CLI's --tasks-dir)
+
+
+def add_task_dir(path: str | Path) -> None:
+    """Also look for TOML task specs in this folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"--tasks-dir: {str(path)!r} is not a folder")
+    if path not in EXTRA_DIRS:
+        EXTRA_DIRS.append(path)
 
 
 def spec_dirs(extra: Sequence[Path] = ()) -> list[Path]:

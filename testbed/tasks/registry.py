@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from testbed.core import catalog
-from testbed.core.catalog import read_spec
+from testbed.core.catalog import add_task_dir, read_spec  # noqa: F401  (add_task_dir: re-exported)
 from testbed.core.errors import ConfigError, TestbedError, UnknownNameError, call_factory
 from testbed.tasks.spec import load_task
 from testbed.tasks.task import Task
 
 _FACTORIES: dict[str, Callable[..., Task]] = {}
-_EXTRA_DIRS: list[Path] = []
+_EXTRA_DIRS: list[Path] = catalog.EXTRA_DIRS  # the folders `add_task_dir` added (kept in the catalog)
 _CACHE: dict[tuple, Task] = {}
 
 
@@ -45,15 +45,6 @@ def register_task(name: str | Callable[..., Task] | None = None):
     if callable(name):
         return deco(name)
     return lambda fn: deco(fn, name)
-
-
-def add_task_dir(path: str | Path) -> None:
-    """Also look for TOML task specs in this folder."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ConfigError(f"--tasks-dir: {str(path)!r} is not a folder")
-    if path not in _EXTRA_DIRS:
-        _EXTRA_DIRS.append(path)
 
 
 def task_dirs() -> list[Path]:
