@@ -62,6 +62,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
 }
 
 
+@functools.cache
 def builtin_specs() -> Path:
     """The folder of the built-in TOML tasks, the package ``testbed.tasks.specs``: inside the
     package in a wheel, the repository's ``tasks/`` in a checkout (``pyproject.toml`` maps it).
