@@ -33,9 +33,13 @@ print(json.dumps({"before": before, "after": after, "python_tasks": python_tasks
 """
 
 
+def _bare_env() -> dict:
+    """This environment without the plug-ins and spec folders a developer may have set."""
+    return {k: v for k, v in os.environ.items() if k not in ("TESTBED_PLUGINS", "TESTBED_TASKS")}
+
+
 def test_the_built_in_names_are_the_registries_and_are_known_without_jax():
-    env = {k: v for k, v in os.environ.items() if k not in ("TESTBED_PLUGINS", "TESTBED_TASKS")}
-    res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, env=env)
+    res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, env=_bare_env())
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert not got["jax_before"]  # the catalog alone never starts JAX
     assert set(got["after"]) == set(catalog.REGISTRIES)
@@ -62,8 +66,7 @@ def test_a_plugin_s_names_are_known_once_it_registered_them(tmp_path):
              "assert 'catalog_mae' not in catalog.names('method')\n"
              f"load_plugins([{str(tmp_path / 'lab.py')!r}])\n"
              "print('catalog_mae' in catalog.names('method'), 'catalog_tf' in catalog.names('prompt_model'))")
-    env = {k: v for k, v in os.environ.items() if k not in ("TESTBED_PLUGINS", "TESTBED_TASKS")}
-    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_bare_env())
     assert res.returncode == 0 and res.stdout.split() == ["True", "True"], res.stderr[-2000:]
 
 

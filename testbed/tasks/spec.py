@@ -45,7 +45,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from testbed.core.catalog import read_spec  # noqa: F401  (re-exported: parse a spec's TOML)
+from testbed.core.catalog import read_spec
 from testbed.core.errors import SpecError
 from testbed.tasks.build import build_task
 from testbed.tasks.expr import compile_expr
