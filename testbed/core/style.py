@@ -181,6 +181,7 @@ def save(fig: Figure, path_without_suffix: str | Path, formats: tuple[str, ...] 
     """
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
+    drop_unseen_minor_ticks(fig)
     out = []
     for ext in formats:
         p = base.with_name(base.name + "." + ext)
@@ -191,6 +192,33 @@ def save(fig: Figure, path_without_suffix: str | Path, formats: tuple[str, ...] 
         out.append(p)
     plt.close(fig)
     return out
+
+
+def drop_unseen_minor_ticks(fig: Figure) -> int:
+    """Give every axis of ``fig`` whose minor ticks draw nothing no minor ticks at all; returns
+    how many it changed.
+
+    A log axis places ~8 minor ticks a decade. In this style their marks are off, no grid is
+    drawn at them and the figures' log axes give them no labels (`NullFormatter`), yet the
+    layout engine and the drawing still make, format and measure every one of them: a fifth
+    of the default report's drawing time. An axis whose minor ticks show anything (a log
+    colour bar's marks, a minor grid, minor labels) keeps them, so the image is the same."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    changed = 0
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if isinstance(axis.get_minor_locator(), NullLocator):
+                continue
+            tick = axis.get_minor_ticks(1)[0]  # made from the axis's minor tick settings
+            lines = (tick.tick1line, tick.tick2line, tick.gridline)
+            labels = (tick.label1, tick.label2)
+            if any(a.get_visible() for a in lines) or (
+                    any(a.get_visible() for a in labels) and not isinstance(axis.get_minor_formatter(), NullFormatter)):
+                continue
+            axis.set_minor_locator(NullLocator())
+            changed += 1
+    return changed
 
 
 def _save_png(fig: Figure, path: Path) -> None:
