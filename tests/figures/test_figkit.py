@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from figure_tables import STEPS_LIN, STEPS_LOG, png_ok
+from matplotlib.ticker import NullFormatter
 
 from testbed.analyses.attribution.figures import attribution_bars
 from testbed.analyses.figkit import log_spaced, method_labels
@@ -98,8 +100,54 @@ def test_minor_ticks_that_draw_nothing_are_dropped_and_the_image_is_the_same(tmp
     fig, axes = draw()
     fig.savefig(tmp_path / "savefig.png", format="png", dpi=DPI, facecolor="white")
     fig, axes = draw()
-    assert drop_unseen_minor_ticks(fig) == 2  # and the colour bar's short axis: no marks there either
+    assert drop_unseen_minor_ticks(fig) == 1
     assert isinstance(axes["quiet"].get_minor_locator(), NullLocator)
     assert not any(isinstance(axes[k].get_minor_locator(), NullLocator) for k in ("grid", "labelled", "bar"))
+    (ours,) = save(fig, tmp_path / "ours")
+    assert ours.read_bytes() == (tmp_path / "savefig.png").read_bytes()
+
+
+def _shared_grid(fig):
+    ax = fig.add_subplot()
+    ax.semilogx([1, 10, 1000], [1, 2, 3])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.grid(True, which="both", axis="x")
+    ax.twinx().plot([1, 10, 1000], [3, 2, 1])  # the twin shares the x ticker, whose minor grid shows
+
+
+def _hidden_major_labels(fig):
+    ax = fig.add_subplot()
+    ax.semilogy([1, 2, 3], [1e-4, 1e-2, 1.0])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="y", labelleft=False)  # major labels only: the empty minor ones place the label
+    ax.set_ylabel("loss")
+
+
+def _farther_minor_labels(fig):
+    ax = fig.add_subplot()
+    ax.semilogy([1, 2, 3], [1e-4, 1e-2, 1.0])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(which="minor", pad=25)  # empty minor labels out beyond the major ones
+    ax.set_ylabel("loss")
+
+
+@pytest.mark.parametrize("build", [_shared_grid, _hidden_major_labels, _farther_minor_labels],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_minor_ticks_that_show_or_move_something_are_kept(build, tmp_path):
+    """Empty minor labels still mark their place, which places the axis label when no major
+    label lies farther out; shared axes share one minor ticker, kept when any of them shows it."""
+    from matplotlib.figure import Figure
+
+    from testbed.core.style import DPI, drop_unseen_minor_ticks, style
+
+    def draw() -> Figure:
+        with style():
+            fig = Figure(figsize=(5, 3), layout="constrained")
+            build(fig)
+        return fig
+
+    draw().savefig(tmp_path / "savefig.png", format="png", dpi=DPI, facecolor="white")
+    fig = draw()
+    assert drop_unseen_minor_ticks(fig) == 0
     (ours,) = save(fig, tmp_path / "ours")
     assert ours.read_bytes() == (tmp_path / "savefig.png").read_bytes()
