@@ -9,8 +9,8 @@ and the evaluation as a per-cell program. This measures what that could save bef
 builds it.
 
 For every distinct program of the suite (``--suite``, default the main job's), in a fresh
-process per variant, with the compile cache off and the tasks and evaluation sets built
-first (not counted), it compiles the chunk program four ways:
+process per variant, with the compile cache off and the tasks, evaluation sets
+and init programs built first (not counted), it compiles the chunk program four ways:
 
 - ``whole``: as the engine compiles it;
 - ``no sampler``: ``Task.sample`` replaced by a draw of the same shapes (no rejection, no
@@ -25,9 +25,10 @@ and each cell's evaluation (``whole - no evaluation``), for both measures. The s
 change what XLA fuses, so the parts are estimates, not a build; nothing runs. One run on a
 busy machine moves the prepare totals by ~10 s: read the XLA line, or run it twice.
 
-Measured 2026-12-08 on the 2-core machine (default suite, 20 programs): XLA 32.8 s now,
-~20.8 s shared (~12 s less); prepare 56.1 s now, ~35 s shared. The cold suite spends
-~200 s of CPU in all, so sharing alone would not bring it near 0.4x of the PyTorch script.
+Measured 2026-12-08 on the 2-core machine (default suite, 20 programs, 12 groups): XLA
+29.5 s now, ~19.4 s shared (~10 s less); prepare 42.5 s now, ~27 s shared (~15 s less).
+The cold suite spends ~200 s of CPU in all, so sharing alone would not bring it near 0.4x
+of the PyTorch script.
 
     python benchmarks/perf/compile_parts.py [--suite benchmarks/default.toml]
 """
@@ -73,8 +74,10 @@ def measure(suite: str, variant: str) -> list[dict]:
             seen.add(program_key(cell))
             cells.append(cell)
     calls = [cell_call(c) for c in cells]
-    for args, kwargs in calls:  # tasks and evaluation sets built first: every variant has them
-        engine._eval_sets(args[0], kwargs.get("eval_size", 512), kwargs.get("probe_points", 256))
+    plans = [engine._plan(*args, **{**engine._train_defaults(), **kwargs}) for args, kwargs in calls]
+    for plan in plans:  # tasks, evaluation sets and init programs first: every variant has them
+        engine._eval_data(plan.st)
+        engine._init_program(plan.st, plan.keys, plan.hp, plan.p0, plan.by_run)
     if variant in ("no sampler", "step only"):
         sample = Task.sample
 
@@ -95,15 +98,19 @@ def measure(suite: str, variant: str) -> list[dict]:
 
         jax.lax.cond = no_evaluation
     rows = []
-    for cell, (args, kwargs) in zip(cells, calls, strict=True):
+    for cell, (args, kwargs), plan in zip(cells, calls, plans, strict=True):
         xla.clear()
         t0 = time.perf_counter()
         engine.prepare(*args, **kwargs)
-        st = engine._plan(*args, **{**engine._train_defaults(), **kwargs}).st
+        st = plan.st
         in_dim, out_dim = engine._dims(st)
+        # what a shared step could not differ in: the model and its widths, the method with its
+        # options, the optimizer and its schedule, the batch and the runs vmapped
+        group = (st.model, in_dim, out_dim, st.method.name, st.method.hparams, st.method.tx, st.optimizer, st.steps,
+                 st.batch_size, len(plan.keys))
         rows.append({"cell": f"{cell.task}/{cell.labels.get('method', cell.method.name)}", "task": cell.task,
-                     "group": repr((st.model, in_dim, out_dim, st.method.name, st.optimizer, st.method.tx)),
-                     "prepare_s": time.perf_counter() - t0, "chunk_xla_s": xla.get("jit_chunk_run", 0.0)})
+                     "group": repr(group), "prepare_s": time.perf_counter() - t0,
+                     "chunk_xla_s": xla.get("jit_chunk_run", 0.0)})
     return rows
 
 
