@@ -74,9 +74,9 @@ def measure(suite: str, variant: str) -> list[dict]:
             seen.add(program_key(cell))
             cells.append(cell)
     calls = [cell_call(c) for c in cells]
+    # tasks, evaluation sets (a plan holds them) and init programs first: every variant has them
     plans = [engine._plan(*args, **{**engine._train_defaults(), **kwargs}) for args, kwargs in calls]
-    for plan in plans:  # tasks, evaluation sets and init programs first: every variant has them
-        engine._eval_data(plan.st)
+    for plan in plans:
         engine._init_program(plan.st, plan.keys, plan.hp, plan.p0, plan.by_run)
     if variant in ("no sampler", "step only"):
         sample = Task.sample

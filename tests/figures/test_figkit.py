@@ -71,40 +71,56 @@ def test_wrap_keeps_spacing_and_breaks_parts_only_between_parts():
     assert Header("t", [line, parts]).meta == [line, *wrap(parts, Header.META, WIDTH_IN - 0.3)]
 
 
+def _drop_and_save(build, tmp_path, figsize=(5, 3)) -> tuple[int, object, bool]:
+    """Draw ``build(fig)`` twice in the house style: one copy through ``savefig``, the other
+    through `drop_unseen_minor_ticks` and `save`. Returns how many minor tickers were dropped,
+    what ``build`` returned for the second copy, and whether the two PNGs are the same bytes."""
+    from matplotlib.figure import Figure
+
+    from testbed.core.style import DPI, drop_unseen_minor_ticks, style
+
+    def draw():
+        with style():
+            fig = Figure(figsize=figsize, layout="constrained")
+            return fig, build(fig)
+
+    fig, _ = draw()
+    fig.savefig(tmp_path / "savefig.png", format="png", dpi=DPI, facecolor="white")
+    fig, built = draw()
+    dropped = drop_unseen_minor_ticks(fig)
+    (ours,) = save(fig, tmp_path / "ours")
+    return dropped, built, ours.read_bytes() == (tmp_path / "savefig.png").read_bytes()
+
+
+def _quiet_and_shown(fig) -> dict:
+    import matplotlib as mpl
+    import numpy as np
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    quiet, grid, labelled = fig.subplots(1, 3)
+    for ax in (quiet, grid, labelled):
+        ax.semilogy([1, 2, 3], [1e-4, 1e-2, 1.0])
+    quiet.yaxis.set_minor_formatter(NullFormatter())  # as `figkit.log_ticks` leaves a log axis
+    grid.yaxis.set_minor_formatter(NullFormatter())
+    grid.grid(True, which="minor", axis="y")
+    labelled.set_ylim(0.2, 0.9)  # under a decade: the minor ticks carry the labels
+    labelled.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+    mesh = quiet.pcolormesh(np.array([[1e-3, 1.0]]), norm=mpl.colors.LogNorm())
+    bar = fig.colorbar(mesh, ax=labelled)
+    return {"quiet": quiet.yaxis, "grid": grid.yaxis, "labelled": labelled.yaxis, "bar": bar.ax.yaxis}
+
+
 def test_minor_ticks_that_draw_nothing_are_dropped_and_the_image_is_the_same(tmp_path):
     """`save` drops the minor ticks of an axis where they draw nothing (marks off, no minor grid,
     no labels: the figures' log axes), which the layout would still make and measure, and
     keeps those that show: a log colour bar's marks, a minor grid, minor labels."""
-    import matplotlib as mpl
-    import numpy as np
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import LogFormatterSciNotation, NullFormatter, NullLocator
+    from matplotlib.ticker import NullLocator
 
-    from testbed.core.style import DPI, drop_unseen_minor_ticks, style
-
-    def draw() -> tuple[Figure, dict]:
-        with style():
-            fig = Figure(figsize=(6, 3), layout="constrained")
-            quiet, grid, labelled = fig.subplots(1, 3)
-            for ax in (quiet, grid, labelled):
-                ax.semilogy([1, 2, 3], [1e-4, 1e-2, 1.0])
-            quiet.yaxis.set_minor_formatter(NullFormatter())  # as `figkit.log_ticks` leaves a log axis
-            grid.yaxis.set_minor_formatter(NullFormatter())
-            grid.grid(True, which="minor", axis="y")
-            labelled.set_ylim(0.2, 0.9)  # under a decade: the minor ticks carry the labels
-            labelled.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False))
-            mesh = quiet.pcolormesh(np.array([[1e-3, 1.0]]), norm=mpl.colors.LogNorm())
-            bar = fig.colorbar(mesh, ax=labelled)
-        return fig, {"quiet": quiet.yaxis, "grid": grid.yaxis, "labelled": labelled.yaxis, "bar": bar.ax.yaxis}
-
-    fig, axes = draw()
-    fig.savefig(tmp_path / "savefig.png", format="png", dpi=DPI, facecolor="white")
-    fig, axes = draw()
-    assert drop_unseen_minor_ticks(fig) == 1
+    dropped, axes, same = _drop_and_save(_quiet_and_shown, tmp_path, figsize=(6, 3))
+    assert dropped == 1
     assert isinstance(axes["quiet"].get_minor_locator(), NullLocator)
     assert not any(isinstance(axes[k].get_minor_locator(), NullLocator) for k in ("grid", "labelled", "bar"))
-    (ours,) = save(fig, tmp_path / "ours")
-    assert ours.read_bytes() == (tmp_path / "savefig.png").read_bytes()
+    assert same
 
 
 def _shared_grid(fig):
@@ -136,18 +152,6 @@ def _farther_minor_labels(fig):
 def test_minor_ticks_that_show_or_move_something_are_kept(build, tmp_path):
     """Empty minor labels still mark their place, which places the axis label when no major
     label lies farther out; shared axes share one minor ticker, kept when any of them shows it."""
-    from matplotlib.figure import Figure
-
-    from testbed.core.style import DPI, drop_unseen_minor_ticks, style
-
-    def draw() -> Figure:
-        with style():
-            fig = Figure(figsize=(5, 3), layout="constrained")
-            build(fig)
-        return fig
-
-    draw().savefig(tmp_path / "savefig.png", format="png", dpi=DPI, facecolor="white")
-    fig = draw()
-    assert drop_unseen_minor_ticks(fig) == 0
-    (ours,) = save(fig, tmp_path / "ours")
-    assert ours.read_bytes() == (tmp_path / "savefig.png").read_bytes()
+    dropped, _, same = _drop_and_save(build, tmp_path)
+    assert dropped == 0
+    assert same
